@@ -1,0 +1,1 @@
+"""Lightning callbacks that only observe: logging, videos, evaluation, artifacts (``ife_platform.callbacks``)."""

@@ -1,0 +1,1 @@
+"""Rainbow building blocks."""
