@@ -1,0 +1,294 @@
+"""Atari environments: ale-py's native vector env wrapped for TorchRL, and an evaluation env.
+
+Training uses :class:`AtariVecEnv`, a TorchRL :class:`~torchrl.envs.EnvBase` over
+``ale_py.vector_env.AtariVectorEnv`` (C++ emulators, 84x84 gray, max over the last two frames,
+4-frame stack, no-op starts; all preprocessing native). Its ``next`` data carries:
+
+- ``pixels`` uint8 ``[N, 4, 84, 84]``: the true next observation. For envs that ended an episode
+  this step it is the *final* observation (ale-py's ``final_obs``), so truncated episodes can
+  bootstrap; the reset observation is what the following ``reset`` returns;
+- ``reward``: the raw, unclipped game reward (learning clips it, scores never do);
+- ``terminated`` / ``truncated`` / ``done``: the *game* ended (all lives) / hit the frame cap;
+- ``life_lost``: a life was lost and the game goes on (terminal for learning only, Atari-100k);
+- ``episode_return`` / ``episode_length``: running raw score and agent steps of the current game
+  (read them where ``done`` is set for the finished game's score).
+
+:class:`AtariEvalEnv` plays one game with Python-side preprocessing that reproduces the vector
+env's observation bit-exactly (ALE grayscale, max-pool of the last two frames, ``cv2.INTER_AREA``
+resize; checked in the tests) and also returns the raw 210x160 RGB frame of every step.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Categorical, Composite, Unbounded
+from torchrl.envs import EnvBase
+
+SCREEN_HW = (210, 160)
+OBS_SIZE = 84
+
+
+@dataclass(frozen=True)
+class AtariSpec:
+    """What an agent needs to know about a game, read once from the emulator."""
+
+    game: str
+    num_actions: int
+    action_meanings: tuple[str, ...]
+
+
+def _check_game(game: str) -> None:
+    from ale_py import roms
+
+    if game not in roms.get_all_rom_ids():
+        from ife_platform.config import ConfigError, _choices_msg
+
+        raise ConfigError("env.game: " + _choices_msg("game", game, roms.get_all_rom_ids()))
+
+
+def atari_spec(game: str, full_action_space: bool = False) -> AtariSpec:
+    """Number of actions and their names for a game (minimal or full action set)."""
+    import ale_py
+
+    _check_game(game)
+    ale = ale_py.ALEInterface()
+    ale.setLoggerMode(ale_py.LoggerMode.Error)
+    ale.loadROM(ale_py.roms.get_rom_path(game))
+    actions = ale.getLegalActionSet() if full_action_space else ale.getMinimalActionSet()
+    return AtariSpec(game, len(actions), tuple(a.name for a in actions))
+
+
+class AtariVecEnv(EnvBase):
+    """TorchRL env over ale-py's native vector env (same-step autoreset, raw rewards).
+
+    Args:
+        game: ale-py ROM id (``pong``, ``ms_pacman``).
+        num_envs: emulators stepped together; the TorchRL batch size.
+        seed: env ``i`` is seeded with ``seed + i`` at the first reset.
+        sticky_actions: repeat-action probability (0 or 0.25 in the usual protocols).
+        full_action_space: 18 actions instead of the minimal set.
+        noop_max: up to this many no-ops after each reset.
+        frame_skip: emulator frames per agent step.
+        frame_stack: stacked frames per observation.
+        max_episode_frames: emulator-frame cap per episode (truncation).
+        fire_reset: press FIRE after resets in games that need it.
+        num_threads: ale-py worker threads (0 = automatic).
+    """
+
+    batch_locked = True
+
+    def __init__(
+        self,
+        game: str,
+        num_envs: int = 1,
+        *,
+        seed: int = 0,
+        sticky_actions: float = 0.0,
+        full_action_space: bool = False,
+        noop_max: int = 30,
+        frame_skip: int = 4,
+        frame_stack: int = 4,
+        max_episode_frames: int = 108_000,
+        fire_reset: bool = False,
+        num_threads: int = 0,
+    ) -> None:
+        from ale_py.vector_env import AtariVectorEnv
+
+        _check_game(game)
+        super().__init__(batch_size=torch.Size([num_envs]), device="cpu")
+        self.game = game
+        self.num_envs = num_envs
+        self._vec = AtariVectorEnv(
+            game,
+            num_envs,
+            num_threads=num_threads,
+            max_num_frames_per_episode=max_episode_frames,
+            repeat_action_probability=sticky_actions,
+            full_action_space=full_action_space,
+            autoreset_mode="SameStep",
+            img_height=OBS_SIZE,
+            img_width=OBS_SIZE,
+            grayscale=True,
+            stack_num=frame_stack,
+            frameskip=frame_skip,
+            maxpool=True,
+            noop_max=noop_max,
+            episodic_life=False,
+            life_loss_info=False,
+            reward_clipping=False,
+            use_fire_reset=fire_reset,
+        )
+        self.num_actions = int(self._vec.single_action_space.n)
+        obs_shape = (num_envs, frame_stack, OBS_SIZE, OBS_SIZE)
+        self.observation_spec = Composite(
+            pixels=Bounded(0, 255, obs_shape, dtype=torch.uint8),
+            life_lost=Categorical(2, (num_envs, 1), dtype=torch.bool),
+            episode_return=Unbounded((num_envs, 1), dtype=torch.float32),
+            episode_length=Unbounded((num_envs, 1), dtype=torch.int64),
+            shape=(num_envs,),
+        )
+        self.action_spec = Categorical(self.num_actions, (num_envs,), dtype=torch.int64)
+        self.reward_spec = Unbounded((num_envs, 1), dtype=torch.float32)
+        self._seed = seed
+        self._started = False
+        self._obs = np.zeros(obs_shape, dtype=np.uint8)
+        self._lives = np.zeros(num_envs, dtype=np.int64)
+        self._return = np.zeros(num_envs, dtype=np.float32)
+        self._length = np.zeros(num_envs, dtype=np.int64)
+
+    def _set_seed(self, seed: int | None) -> int | None:
+        self._seed = 0 if seed is None else int(seed)
+        self._started = False
+        return seed
+
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        mask = None if tensordict is None else tensordict.get("_reset", None)
+        if not self._started or mask is None:
+            # Full reset: env i gets seed + i. Afterwards ale-py resets finished games itself
+            # in the same step, so partial resets only hand out the cached reset observation.
+            obs, info = self._vec.reset(seed=self._seed)
+            self._obs = obs
+            self._lives = info["lives"].astype(np.int64)
+            self._return[:] = 0.0
+            self._length[:] = 0
+            self._started = True
+        n = self.num_envs
+        return TensorDict(
+            {
+                "pixels": torch.from_numpy(self._obs.copy()),
+                "life_lost": torch.zeros(n, 1, dtype=torch.bool),
+                "episode_return": torch.from_numpy(self._return.copy()).unsqueeze(-1),
+                "episode_length": torch.from_numpy(self._length.copy()).unsqueeze(-1),
+                "done": torch.zeros(n, 1, dtype=torch.bool),
+                "terminated": torch.zeros(n, 1, dtype=torch.bool),
+                "truncated": torch.zeros(n, 1, dtype=torch.bool),
+            },
+            batch_size=self.batch_size,
+        )
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        action = tensordict.get("action").numpy()
+        obs, reward, terminated, truncated, info = self._vec.step(action)
+        done = terminated | truncated
+        lives = info["lives"].astype(np.int64)
+        life_lost = (lives < self._lives) & ~done
+        self._lives = lives
+        self._return += reward
+        self._length += 1
+        next_obs = obs
+        if done.any():
+            next_obs = np.where(done[:, None, None, None], info["final_obs"], obs)
+        out = TensorDict(
+            {
+                "pixels": torch.from_numpy(np.ascontiguousarray(next_obs)),
+                "reward": torch.from_numpy(reward.astype(np.float32)).unsqueeze(-1),
+                "done": torch.from_numpy(done).unsqueeze(-1),
+                "terminated": torch.from_numpy(terminated.astype(bool)).unsqueeze(-1),
+                "truncated": torch.from_numpy(truncated.astype(bool)).unsqueeze(-1),
+                "life_lost": torch.from_numpy(life_lost).unsqueeze(-1),
+                "episode_return": torch.from_numpy(self._return.copy()).unsqueeze(-1),
+                "episode_length": torch.from_numpy(self._length.copy()).unsqueeze(-1),
+            },
+            batch_size=self.batch_size,
+        )
+        # Finished games were already reset by ale-py; counters restart for them.
+        self._obs = obs
+        self._return[done] = 0.0
+        self._length[done] = 0
+        return out
+
+    def close(self, *, raise_if_closed: bool = True) -> None:  # noqa: D102
+        try:
+            self._vec.close()
+        finally:
+            super().close(raise_if_closed=raise_if_closed)
+
+
+class AtariEvalEnv:
+    """One game for evaluation and videos: observations like :class:`AtariVecEnv`, plus RGB.
+
+    The preprocessing (frame skip with max over the last two gray frames, INTER_AREA resize of
+    the whole 210x160 screen to 84x84, frame stack) reproduces ale-py's native vector env, so
+    an agent sees the same pixels here as in training. Episodes are whole games (all lives).
+    """
+
+    def __init__(
+        self,
+        game: str,
+        *,
+        seed: int = 0,
+        sticky_actions: float = 0.0,
+        full_action_space: bool = False,
+        noop_max: int = 30,
+        frame_skip: int = 4,
+        frame_stack: int = 4,
+        max_episode_frames: int = 108_000,
+        fire_reset: bool = False,
+    ) -> None:
+        import ale_py
+
+        _check_game(game)
+        self.game = game
+        self.ale = ale_py.ALEInterface()
+        self.ale.setLoggerMode(ale_py.LoggerMode.Error)
+        self.ale.setInt("random_seed", int(seed) % (2**31))
+        self.ale.setFloat("repeat_action_probability", float(sticky_actions))
+        self.ale.setInt("max_num_frames_per_episode", int(max_episode_frames))
+        self.ale.loadROM(ale_py.roms.get_rom_path(game))
+        self.actions = (
+            self.ale.getLegalActionSet() if full_action_space else self.ale.getMinimalActionSet()
+        )
+        self.num_actions = len(self.actions)
+        self.frame_skip = frame_skip
+        self.noop_max = noop_max
+        self.fire_reset = fire_reset and "FIRE" in {a.name for a in self.actions}
+        self._rng = np.random.default_rng(seed)
+        self._stack: deque[np.ndarray] = deque(maxlen=frame_stack)
+        self._gray = np.empty((2, *SCREEN_HW), dtype=np.uint8)
+
+    def _observe(self) -> np.ndarray:
+        import cv2
+
+        frame = np.maximum(self._gray[0], self._gray[1])
+        return cv2.resize(frame, (OBS_SIZE, OBS_SIZE), interpolation=cv2.INTER_AREA)
+
+    def _act(self, action) -> float:
+        reward = 0.0
+        for k in range(self.frame_skip):
+            reward += self.ale.act(action)
+            if k >= self.frame_skip - 2:
+                self.ale.getScreenGrayscale(self._gray[k - self.frame_skip + 2])
+            if self.ale.game_over():
+                break
+        return reward
+
+    def reset(self) -> tuple[np.ndarray, np.ndarray]:
+        """Start a new game. Returns (observation uint8 [stack, 84, 84], RGB frame [210, 160, 3])."""
+        self.ale.reset_game()
+        self.ale.getScreenGrayscale(self._gray[0])
+        self._gray[1] = self._gray[0]
+        noops = int(self._rng.integers(0, self.noop_max + 1)) if self.noop_max > 0 else 0
+        for _ in range(noops):
+            self._act(self.actions[0])
+            if self.ale.game_over():
+                self.ale.reset_game()
+        if self.fire_reset:
+            self._act(next(a for a in self.actions if a.name == "FIRE"))
+        # Like ale-py's vector env: the stack starts as zeros with the first frame last.
+        for _ in range(self._stack.maxlen or 1):
+            self._stack.append(np.zeros((OBS_SIZE, OBS_SIZE), dtype=np.uint8))
+        self._stack.append(self._observe())
+        return np.stack(self._stack), self.ale.getScreenRGB()
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, np.ndarray]:
+        """One agent step. Returns (obs, raw reward, game over, truncated, RGB frame)."""
+        reward = self._act(self.actions[int(action)])
+        self._stack.append(self._observe())
+        over = self.ale.game_over(with_truncation=False)
+        truncated = self.ale.game_truncated()
+        return np.stack(self._stack), reward, over, truncated, self.ale.getScreenRGB()
