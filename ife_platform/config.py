@@ -236,7 +236,9 @@ def _merge(base: DictConfig, layer: DictConfig | dict, source: str) -> DictConfi
                 f"unknown config key '{key}' (from {source}).{hint} "
                 f"Valid keys here: {', '.join(sorted(siblings))}."
             ) from err
-        raise ConfigError(f"bad value for '{key}' (from {source}): {err.msg}") from err
+        raise ConfigError(
+            f"bad value for '{key}' (from {source}): {str(err.msg).splitlines()[0]}"
+        ) from err
 
 
 def _parse_override(text: str) -> tuple[str, Any]:

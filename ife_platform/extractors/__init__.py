@@ -45,9 +45,7 @@ def build_extractor(name: str, **kwargs: Any) -> FeatureExtractor:
         valid = sorted(EXTRACTORS)
         close = difflib.get_close_matches(name, valid, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ";"
-        raise ValueError(
-            f"unknown extractor {name!r}{hint} valid: {', '.join(valid)}"
-        ) from None
+        raise ValueError(f"unknown extractor {name!r}{hint} valid: {', '.join(valid)}") from None
     return cls(**kwargs)
 
 

@@ -100,7 +100,10 @@ class NoisyLinear(nn.Module):
 
     def extra_repr(self) -> str:
         """Summarise the layer shape and noise scale."""
-        return f"in_features={self.in_features}, out_features={self.out_features}, sigma0={self.sigma0}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"sigma0={self.sigma0}"
+        )
 
 
 def expected_q(out: Tensor, support: Tensor | None = None) -> Tensor:

@@ -86,16 +86,21 @@ nstep_returns = nstep_targets
 class NStepAccumulator:
     """Turn streams of one-step transitions from N lock-stepped envs into n-step transitions.
 
-    ``push`` takes a collector batch [N, T] and returns every n-step transition whose window has
-    closed: n later steps are known, or a terminal / done cut the window earlier. The start step
-    t of the window is emitted in the same call that delivers its last step t+m-1, so the
-    bootstrap observation is always ``next_obs`` of a step of the current batch.
+    ``push`` takes a collector batch [N, T] and returns every n-step transition whose window
+    closed in it: n steps are known, or a terminal / done cut the window earlier. A window that
+    starts at step t is emitted in the call that delivers its last step t+m-1, so the bootstrap
+    observation is always ``next_obs`` of a step of the current batch.
 
-    State kept between calls: the last n-1 steps of every env (observations in a ring buffer
-    indexed by global step modulo n-1, plus rewards, flags and actions). A start step from an
-    earlier call is still pending exactly when no terminal / done lies between it and the end of
-    the history, so no per-step bookkeeping is needed. All work is vectorised over envs and
-    steps; only the observations of emitted transitions are copied.
+    Every env has at most n open windows, one per start step, kept in slot (start % n) of small
+    [N, n] tensors: the running return G, the length m and an open flag. Each new step r
+    updates every open window at once (G += gamma^m r; m += 1) and closes those that reached
+    length n or met a terminal / done. This loop runs over the T steps of a batch only (T = 1
+    in the Fast Rainbow / DER collectors), vectorised over envs and windows.
+
+    Observations and actions of start steps live in a ring buffer (global step % capacity,
+    capacity >= n - 1 + T, grown when a larger batch arrives). Each batch is written once with
+    slice copies and the starts of emitted windows are gathered with one index_select, so per
+    call the frame traffic is: write the batch, gather obs and next_obs of the M outputs.
 
     Args:
         num_envs: N, the number of parallel envs (fixed).
@@ -111,43 +116,56 @@ class NStepAccumulator:
         self.num_envs = num_envs
         self.n = n
         self.gamma = gamma
-        self._hist_len = n - 1  # P: steps kept between calls
+        self._powers = torch.tensor([gamma**k for k in range(n + 1)])  # gamma^0 .. gamma^n
         self._steps = 0  # global steps pushed per env (envs are lock-stepped)
-        self._initialised = False
+        self._ret: Tensor | None = None  # [N, n] running n-step return G per open window
+        self._len: Tensor | None = None  # [N, n] window length m (int64)
+        self._open: Tensor | None = None  # [N, n] bool: window starting at slot is open
+        self._obs_ring: Tensor | None = None  # [N, C, ...] s_t at slot (step % C)
+        self._act_ring: Tensor | None = None  # [N, C, ...] a_t at slot (step % C)
 
     def reset(self) -> None:
-        """Drop all pending steps (e.g. after all envs were reset outside the collector)."""
-        self._steps = 0
-        self._initialised = False
+        """Drop all open windows (e.g. after every env was reset outside the collector)."""
+        if self._open is not None:
+            self._open.zero_()
 
     @property
     def num_pending(self) -> int:
-        """Number of start steps held back, waiting for later steps (over all envs)."""
-        if not self._initialised or self._hist_len == 0:
-            return 0
-        return int(self._pending_history().sum())
+        """Number of open windows held back, waiting for later steps (over all envs)."""
+        return 0 if self._open is None else int(self._open.sum())
 
-    def _pending_history(self) -> Tensor:
-        """Bool [N, P]: history starts whose window is still open."""
-        cut = self._h_term | self._h_done  # [N, P]
-        # no cut in history positions j..P-1 (suffix count of cuts is zero)
-        no_cut_after = cut.flip(1).cumsum(1).flip(1) == 0
-        return no_cut_after & self._h_valid
+    def _ensure_state(self, obs: Tensor, action: Tensor, device: torch.device) -> None:
+        """Allocate the state on the first call; grow the rings to hold n - 1 + T steps."""
+        n_env, t_len = obs.shape[0], obs.shape[1]
+        if self._open is None:
+            self._ret = torch.zeros(n_env, self.n, device=device)
+            self._len = torch.zeros(n_env, self.n, dtype=torch.int64, device=device)
+            self._open = torch.zeros(n_env, self.n, dtype=torch.bool, device=device)
+            self._powers = self._powers.to(device)
+        capacity = self.n - 1 + t_len
+        old_obs, old_act = self._obs_ring, self._act_ring
+        if old_obs is not None and old_act is not None and old_obs.shape[1] >= capacity:
+            return
+        self._obs_ring = obs.new_zeros((n_env, capacity, *obs.shape[2:]))
+        self._act_ring = action.new_zeros((n_env, capacity, *action.shape[2:]))
+        if old_obs is not None and old_act is not None:  # carry the last n - 1 steps over
+            old_cap = old_obs.shape[1]
+            for step in range(max(0, self._steps - self.n + 1), self._steps):
+                self._obs_ring[:, step % capacity] = old_obs[:, step % old_cap]
+                self._act_ring[:, step % capacity] = old_act[:, step % old_cap]
 
-    def _init_state(self, obs: Tensor, action: Tensor, reward_device: torch.device) -> None:
-        n_env, p = self.num_envs, self._hist_len
-        dev = reward_device
-        self._h_reward = torch.zeros(n_env, p, device=dev)
-        self._h_term = torch.zeros(n_env, p, dtype=torch.bool, device=dev)
-        self._h_done = torch.zeros(n_env, p, dtype=torch.bool, device=dev)
-        self._h_valid = torch.zeros(n_env, p, dtype=torch.bool, device=dev)
-        self._h_action = action.new_zeros((n_env, p, *action.shape[2:]))
-        # ring of observations: slot (global step % P) for the last P steps
-        self._ring = obs.new_zeros((n_env, max(p, 1), *obs.shape[2:]))
-        self._powers = torch.tensor(
-            [self.gamma**k for k in range(self.n + 1)], dtype=torch.float32, device=dev
-        )  # gamma^0 .. gamma^n
-        self._initialised = True
+    def _write_ring(self, ring: Tensor, data: Tensor) -> None:
+        """Write data [N, T, ...] to ring slots (step % C) for steps S .. S+T-1.
+
+        At most two contiguous runs of slice copies (index_copy_ takes a per-element path on
+        CPU, about 15x slower for frames).
+        """
+        capacity, t_len = ring.shape[1], data.shape[1]
+        first = self._steps % capacity
+        head = min(t_len, capacity - first)
+        ring[:, first : first + head].copy_(data[:, :head])
+        if head < t_len:
+            ring[:, : t_len - head].copy_(data[:, head:])
 
     def push(
         self,
@@ -170,92 +188,62 @@ class NStepAccumulator:
 
         Returns:
             TensorDict with batch size [M] and keys ``obs`` [M, ...], ``action`` [M, ...],
-            ``reward`` [M] (n-step return G), ``discount`` [M] (gamma^m, or 0 after a terminal)
-            and ``next_obs`` [M, ...] (bootstrap observation s_{t+m}). Transitions are grouped:
-            first those whose start step came from earlier calls, then those from this batch;
-            within a group, ordered by env then step.
+            ``reward`` [M] (n-step return G), ``discount`` [M] (gamma^m, or 0 when a terminal
+            ended the window) and ``next_obs`` [M, ...] (bootstrap observation s_{t+m}).
+            Ordered by the step that closed the window, then env, then start step.
         """
         n_env, t_len = obs.shape[0], obs.shape[1]
         if n_env != self.num_envs:
             raise ValueError(f"expected {self.num_envs} envs, got obs of shape {tuple(obs.shape)}")
         reward = reward.reshape(n_env, t_len).float()
         terminal = terminal.reshape(n_env, t_len).bool()
-        done = done.reshape(n_env, t_len).bool()
-        if not self._initialised:
-            self._init_state(obs, action, reward.device)
-        n, p = self.n, self._hist_len
-        length = p + t_len  # L: history followed by the new steps
+        cut = terminal | done.reshape(n_env, t_len).bool()  # [N, T]: the window ends here
+        self._ensure_state(obs, action, reward.device)
+        assert self._ret is not None and self._len is not None and self._open is not None
+        assert self._obs_ring is not None and self._act_ring is not None
+        ret, length, is_open, powers, n = self._ret, self._len, self._open, self._powers, self.n
 
-        # --- scalars over [N, L] (history then new) ---
-        r = torch.cat([self._h_reward, reward], dim=1)  # [N, L]
-        term = torch.cat([self._h_term, terminal], dim=1)  # [N, L]
-        done_all = torch.cat([self._h_done, done], dim=1)  # [N, L]
-        cut = term | done_all  # [N, L]
+        closed_env, closed_t, closed_ret, closed_len = [], [], [], []
+        for t in range(t_len):
+            slot = (self._steps + t) % n  # the window starting now; free: closed by step-1
+            is_open[:, slot] = True
+            ret[:, slot] = 0.0
+            length[:, slot] = 0
+            # every open window takes this reward: G += gamma^m r_t ; m += 1   [N, n]
+            ret.add_(powers[length] * reward[:, t : t + 1] * is_open)
+            length.add_(is_open)
+            closing = is_open & ((length == n) | cut[:, t : t + 1])  # [N, n]
+            env_idx, slot_idx = closing.nonzero(as_tuple=True)  # [M_t] each
+            closed_env.append(env_idx)
+            closed_t.append(torch.full_like(env_idx, t))
+            closed_ret.append(ret[env_idx, slot_idx])
+            closed_len.append(length[env_idx, slot_idx])
+            is_open.logical_and_(~closing)
 
-        # sliding windows of length n starting at every position j, padded past the data
-        r_win = torch.nn.functional.pad(r, (0, n - 1)).unfold(1, n, 1)  # [N, L, n]
-        cut_win = torch.nn.functional.pad(cut, (0, n - 1)).unfold(1, n, 1)  # [N, L, n]
-        avail = torch.arange(length + n - 1, device=r.device) < length
-        avail_win = avail.unfold(0, n, 1)  # [L, n]
-        # k is inside the window iff no cut at offsets < k and step j+k exists
-        cut_i = cut_win.to(torch.int32)
-        in_win = ((cut_i.cumsum(-1) - cut_i) == 0) & avail_win  # [N, L, n]
-        m = in_win.sum(-1)  # [N, L], window length m >= 1
-        closed = (cut_win & in_win).any(-1) | (m == n)  # cut inside, or n steps known
-
-        ret = (r_win * self._powers[:n] * in_win).sum(-1)  # G = sum_k gamma^k r_{j+k}  [N, L]
-        end = torch.arange(length, device=r.device) + m - 1  # last step j+m-1  [N, L]
-        term_end = term.gather(1, end)
-        discount = torch.where(term_end, 0.0, self._powers[m])  # 0 or gamma^m  [N, L]
-
-        if p > 0:
-            emit_hist = closed[:, :p] & self._pending_history()  # [N, P]
+        if t_len == 1:
+            env_idx, t_idx, g, m = closed_env[0], closed_t[0], closed_ret[0], closed_len[0]
         else:
-            emit_hist = closed[:, :0]
-        emit_new = closed[:, p:]  # [N, T]
-        env_h, pos_h = emit_hist.nonzero(as_tuple=True)
-        env_n, pos_n = emit_new.nonzero(as_tuple=True)
-        env_all = torch.cat([env_h, env_n])  # [M]
-        pos_all = torch.cat([pos_h, pos_n + p])  # [M], position in [0, L)
-
-        # observations s_t: from the ring (history starts) or from this batch (new starts)
-        obs_flat = obs.reshape(n_env * t_len, *obs.shape[2:])
-        m_h = env_h.numel()
-        out_obs = obs.new_empty((m_h + env_n.numel(), *obs.shape[2:]))
-        if m_h:
-            slot = (self._steps - p + pos_h) % p  # global step -> ring slot
-            ring_flat = self._ring.reshape(n_env * p, *obs.shape[2:])
-            torch.index_select(ring_flat, 0, env_h * p + slot, out=out_obs[:m_h])
-        torch.index_select(obs_flat, 0, env_n * t_len + pos_n, out=out_obs[m_h:])
-        # bootstrap observation s_{t+m} = next_obs of step t+m-1, always in this batch
-        end_sel = end[env_all, pos_all] - p  # [M], in [0, T)
-        next_flat = next_obs.reshape(n_env * t_len, *next_obs.shape[2:])
-        out_next = next_flat.index_select(0, env_all * t_len + end_sel)
-
-        act = torch.cat([self._h_action, action], dim=1)  # [N, L, ...]
-        out = TensorDict(
-            {
-                "obs": out_obs,
-                "action": act[env_all, pos_all],
-                "reward": ret[env_all, pos_all],
-                "discount": discount[env_all, pos_all],
-                "next_obs": out_next,
-            },
-            batch_size=[env_all.numel()],
-        )
-
-        # --- keep the last P steps for the next call ---
-        if p > 0:
-            w = min(p, t_len)
-            slots = torch.arange(self._steps + t_len - w, self._steps + t_len, device=obs.device) % p
-            self._ring.index_copy_(1, slots, obs[:, t_len - w :])
-            valid = torch.cat(
-                [self._h_valid, torch.ones(n_env, t_len, dtype=torch.bool, device=r.device)], 1
-            )
-            self._h_reward = r[:, -p:]
-            self._h_term = term[:, -p:]
-            self._h_done = done_all[:, -p:]
-            self._h_valid = valid[:, -p:]
-            self._h_action = act[:, -p:]
+            env_idx, t_idx = torch.cat(closed_env), torch.cat(closed_t)
+            g, m = torch.cat(closed_ret), torch.cat(closed_len)
+        # start step of each window: global step t_end - m + 1; its frame sits in the ring
+        self._write_ring(self._obs_ring, obs)
+        self._write_ring(self._act_ring, action)
+        start = self._steps + t_idx - m + 1  # [M], global step
+        capacity = self._obs_ring.shape[1]
+        ring_idx = env_idx * capacity + start % capacity  # [M]
+        obs_out = self._obs_ring.flatten(0, 1).index_select(0, ring_idx)  # s_t      [M, ...]
+        act_out = self._act_ring.flatten(0, 1).index_select(0, ring_idx)  # a_t      [M, ...]
+        next_out = next_obs.flatten(0, 1).index_select(0, env_idx * t_len + t_idx)  # s_{t+m}
+        term_end = terminal[env_idx, t_idx]  # [M]: a terminal ended the window
+        discount = torch.where(term_end, 0.0, powers[m])  # 0 or gamma^m  [M]
         self._steps += t_len
-        return out
+        return TensorDict(
+            {
+                "obs": obs_out,
+                "action": act_out,
+                "reward": g,
+                "discount": discount,
+                "next_obs": next_out,
+            },
+            batch_size=[env_idx.numel()],
+        )

@@ -1,0 +1,65 @@
+"""Checkpoints: safe loading (``weights_only=True``) with clear errors, and run-id lookup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or not from this platform."""
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a Lightning checkpoint written by :class:`~ife_platform.tasks.rainbow.RainbowTask`.
+
+    Loads with ``weights_only=True`` (no arbitrary code from pickles).
+
+    Raises:
+        CheckpointError: the file is missing, corrupt, or lacks the platform's ``ife`` section.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, random bytes, disallowed globals...
+        raise CheckpointError(
+            f"cannot read checkpoint {p}: the file is corrupt or not a torch checkpoint ({err})"
+        ) from err
+    if not isinstance(ckpt, dict) or "ife" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{p} is not an IFE-platform checkpoint (no 'ife' section)")
+    return ckpt
+
+
+def find_run_checkpoint(run_id: str, tracking_uri: str, output_dir: str | Path) -> Path:
+    """The latest checkpoint of an MLflow run: local ``last.ckpt`` first, else the artifact.
+
+    Raises:
+        CheckpointError: the run does not exist or has no checkpoint.
+    """
+    local = Path(output_dir) / run_id / "checkpoints" / "last.ckpt"
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        if local.is_file():
+            return local
+        raise CheckpointError(
+            f"'{run_id}' is neither a checkpoint file nor a run in {tracking_uri}"
+        ) from err
+    tagged = run.data.tags.get("ife.checkpoint_dir")
+    for candidate in (Path(tagged) / "last.ckpt" if tagged else None, local):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    names = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
+    if "checkpoints/last.ckpt" in names:
+        dst = Path(output_dir) / run_id / "downloaded"
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(client.download_artifacts(run_id, "checkpoints/last.ckpt", str(dst)))
+    raise CheckpointError(f"run {run_id} has no checkpoint (looked in {local} and its artifacts)")

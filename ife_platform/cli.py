@@ -1,0 +1,325 @@
+"""The ``ife`` command: ``train``, ``evaluate``, ``ui``.
+
+Exit codes: 0 success, 2 bad input (config, checkpoint, tracking store), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ife_platform.config import ConfigError, compose, to_container, to_yaml
+
+EXIT_BAD_INPUT = 2
+
+_USAGE = """\
+ife train [PRESET | FILE.yaml ...] [key=value ...]
+ife evaluate CHECKPOINT [key=value ...]
+ife ui [--port PORT] [tracking.uri=URI]
+
+Presets: see `ife presets`. Common keys: agent=rainbow_der|rainbow_fast, env.game=pong,
+model.extractor=ife|cnn_attention|impala|der_cnn|nature_cnn, train.total_steps=N, seed=N,
+tracking.uri=URI, resume=RUN_ID_or_CHECKPOINT, trainer.devices=2 trainer.strategy=ddp.
+"""
+
+
+def _rank() -> int:
+    """Global rank of this process as set by Lightning's launcher (0 outside DDP)."""
+    for var in ("RANK", "GLOBAL_RANK"):
+        if var in os.environ:
+            return int(os.environ[var])
+    node = int(os.environ.get("NODE_RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return local if node == 0 else -1
+
+
+def _resolve_resume(cfg: Any, uri: str) -> tuple[str | None, str | None]:
+    """(checkpoint path, run id) for ``resume=``: a checkpoint file or an MLflow run id."""
+    from ife_platform.checkpoint import find_run_checkpoint, load_checkpoint
+
+    if not cfg.resume:
+        return None, None
+    path = Path(cfg.resume)
+    if path.suffix == ".ckpt" or path.exists():
+        ckpt_path = path
+    else:
+        ckpt_path = find_run_checkpoint(cfg.resume, uri, cfg.tracking.output_dir)
+    ckpt = load_checkpoint(ckpt_path)
+    saved = ckpt["ife"]["config"]
+    for group, key in (("env", "game"), ("model", "extractor"), ("agent", "name")):
+        was, now = saved[group][key], cfg[group][key]
+        if was != now:
+            raise ConfigError(
+                f"resume: the checkpoint was trained with {group}.{key}={was}, "
+                f"but this config says {now}"
+            )
+    return str(ckpt_path), ckpt["ife"].get("run_id")
+
+
+def _trainer_kwargs(cfg: Any) -> dict[str, Any]:
+    import torch
+
+    t = cfg.trainer
+    accelerator = t.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    precision = t.precision
+    if accelerator == "cpu" and "mixed" in precision:
+        precision = "32-true"  # mixed precision is a GPU feature here; CPU runs stay fp32
+    strategy = t.strategy
+    if strategy == "ddp" and accelerator == "cpu":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(process_group_backend="gloo")
+    return {
+        "accelerator": accelerator,
+        "devices": t.devices,
+        "num_nodes": t.num_nodes,
+        "strategy": strategy,
+        "precision": precision,
+    }
+
+
+def cmd_train(args: list[str]) -> int:
+    """``ife train``: compose the config, check the store, train, evaluate, log."""
+    from ife_platform.tracking import (
+        check_tracking_reachable,
+        ensure_experiment,
+        log_config,
+        log_environment,
+        resolve_tracking_uri,
+    )
+
+    cfg = compose(args)
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    rank = _rank()
+    if rank <= 0:
+        check_tracking_reachable(uri)
+    ckpt_path, resumed_run = _resolve_resume(cfg, uri)
+
+    import lightning as L
+    import mlflow
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    from ife_platform.callbacks.artifacts import CheckpointArtifact
+    from ife_platform.callbacks.evaluation import DDPWeightCheck, FinalEvaluation
+    from ife_platform.tasks.rainbow import RainbowTask, total_epochs
+
+    # Rank 0 owns the MLflow run; the ranks Lightning launches find its id in the environment.
+    run_id = os.environ.get("IFE_RUN_ID") if rank != 0 else None
+    if run_id is None:
+        client = mlflow.MlflowClient(uri)
+        if resumed_run:
+            run_id = resumed_run
+            client.update_run(run_id, status="RUNNING")
+        else:
+            exp_id = ensure_experiment(client, cfg.tracking.experiment)
+            run_id = client.create_run(exp_id, run_name=cfg.tracking.run_name).info.run_id
+        os.environ["IFE_RUN_ID"] = run_id
+        out_dir = Path(cfg.tracking.output_dir).resolve() / run_id
+        if resumed_run:  # params are immutable in MLflow: keep the resumed config as a file
+            client.log_text(run_id, to_yaml(cfg), f"config_resume_{Path(ckpt_path).stem}.yaml")
+        else:
+            log_config(to_yaml(cfg), to_container(cfg), run_id=run_id, client=client)
+        log_environment(run_id=run_id, client=client)
+        client.set_tag(run_id, "ife.checkpoint_dir", str(out_dir / "checkpoints"))
+    out_dir = Path(cfg.tracking.output_dir).resolve() / run_id
+
+    logger = MLFlowLogger(
+        experiment_name=cfg.tracking.experiment, tracking_uri=uri, run_id=run_id, log_model=False
+    )
+    e = cfg.env
+    callbacks = [
+        ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0,
+                        every_n_epochs=1, save_on_train_epoch_end=True),
+        CheckpointArtifact(),
+        DDPWeightCheck(),
+        FinalEvaluation(
+            episodes=cfg.tracking.eval_episodes,
+            epsilon=cfg.agent.eval_epsilon,
+            max_steps=cfg.tracking.eval_max_steps,
+            video=cfg.tracking.video,
+            video_max_steps=cfg.tracking.video_max_steps,
+            out_dir=out_dir,
+            env_kwargs=_eval_env_kwargs(cfg),
+            seed=cfg.seed + 12345,
+        ),
+    ]
+    del e
+    trainer = L.Trainer(
+        max_epochs=total_epochs(cfg),
+        logger=logger,
+        callbacks=callbacks,
+        log_every_n_steps=1,
+        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        default_root_dir=str(out_dir),
+        **_trainer_kwargs(cfg),
+    )
+    task = RainbowTask(cfg)
+    task.run_id = run_id
+    try:
+        trainer.fit(task, ckpt_path=ckpt_path, weights_only=True)
+    except BaseException:
+        if trainer.global_rank == 0:
+            mlflow.MlflowClient(uri).set_terminated(run_id, status="FAILED")
+        raise
+    if trainer.global_rank == 0:
+        result = next((c.result for c in callbacks if isinstance(c, FinalEvaluation)), None)
+        if result is not None:
+            hns = f", HNS {result.hns:.3f}" if result.hns is not None else ""
+            print(f"evaluation: {len(result.returns)} games, mean raw score "
+                  f"{result.mean_return:.1f}{hns}")
+        print(f"MLflow run {run_id} in {uri}\ncheckpoints: {out_dir / 'checkpoints'}")
+    return 0
+
+
+def _eval_env_kwargs(cfg: Any) -> dict[str, Any]:
+    e = cfg.env
+    return {
+        "sticky_actions": e.sticky_actions,
+        "full_action_space": e.full_action_space,
+        "noop_max": e.noop_max,
+        "frame_skip": e.frame_skip,
+        "frame_stack": e.frame_stack,
+        "max_episode_frames": e.max_episode_frames,
+        "fire_reset": e.fire_reset,
+    }
+
+
+def cmd_evaluate(args: list[str]) -> int:
+    """``ife evaluate CHECKPOINT [key=value ...]``: raw scores, HNS and a mask video."""
+    if not args or "=" in args[0]:
+        raise ConfigError("usage: ife evaluate CHECKPOINT [key=value ...]")
+    from omegaconf import OmegaConf
+
+    from ife_platform.checkpoint import load_checkpoint
+    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
+
+    ckpt = load_checkpoint(args[0])
+    state = ckpt["ife"]
+    saved = OmegaConf.create(state["config"])
+    # The checkpoint's config, then the user's overrides (e.g. tracking.eval_episodes=10).
+    preset_args = [f"agent={saved.agent.name}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        saved_file = Path(tmp) / "checkpoint_config.yaml"
+        OmegaConf.save(saved, saved_file)
+        cfg = compose([*preset_args, str(saved_file), *args[1:]])
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    check_tracking_reachable(uri)
+
+    import mlflow
+    import torch
+
+    from ife_platform.evaluation import evaluate
+    from ife_platform.tasks.rainbow import build_network
+
+    network = build_network(cfg, state["num_actions"])
+    online = {k[len("online."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("online.")}
+    network.load_state_dict(online)
+    network.to("cuda" if torch.cuda.is_available() else "cpu")
+    run_id = state.get("run_id")
+    out_dir = Path(cfg.tracking.output_dir).resolve() / (run_id or "evaluate")
+    result = evaluate(
+        network,
+        cfg.env.game,
+        episodes=cfg.tracking.eval_episodes,
+        epsilon=cfg.agent.eval_epsilon,
+        seed=cfg.seed + 54321,
+        max_steps=cfg.tracking.eval_max_steps,
+        video_path=out_dir / "videos" / "evaluate_mask.mp4" if cfg.tracking.video else None,
+        video_max_steps=cfg.tracking.video_max_steps,
+        env_kwargs=_eval_env_kwargs(cfg),
+    )
+    client = mlflow.MlflowClient(uri)
+    if run_id is not None:
+        try:
+            client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            run_id = None
+    if run_id is None:  # the checkpoint's run is not in this store: log to a new run
+        from ife_platform.tracking import ensure_experiment
+
+        exp_id = ensure_experiment(client, cfg.tracking.experiment)
+        run_id = client.create_run(exp_id, run_name="evaluate").info.run_id
+        client.set_terminated(run_id)
+    step = int(state["counters"]["env_steps"])
+    for key, value in result.metrics("evaluate/").items():
+        client.log_metric(run_id, key, value, step=step)
+    if result.video_path is not None:
+        client.log_artifact(run_id, str(result.video_path), "videos")
+    print(f"{cfg.env.game}: {len(result.returns)} games")
+    for i, (ret, length) in enumerate(zip(result.returns, result.lengths, strict=True)):
+        print(f"  game {i}: raw score {ret:.1f} in {length} steps")
+    hns = f"  HNS {result.hns:.3f}" if result.hns is not None else "  (no HNS reference)"
+    print(f"  mean {result.mean_return:.1f}{hns}")
+    if result.video_path is not None:
+        print(f"  mask video: {result.video_path}")
+    print(f"logged to MLflow run {run_id} in {uri}")
+    return 0
+
+
+def cmd_ui(args: list[str]) -> int:
+    """``ife ui``: the MLflow UI for the local store, bound to 127.0.0.1."""
+    from ife_platform.tracking import resolve_tracking_uri
+
+    parser = argparse.ArgumentParser(prog="ife ui")
+    parser.add_argument("--port", type=int, default=5000)
+    opts, rest = parser.parse_known_args(args)
+    uri = None
+    for word in rest:
+        if word.startswith("tracking.uri="):
+            uri = word.split("=", 1)[1]
+        else:
+            raise ConfigError(f"ife ui takes --port and tracking.uri=URI, not '{word}'")
+    uri = resolve_tracking_uri(uri)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", "127.0.0.1", "--port", str(opts.port)]
+    print(f"MLflow UI for {uri} at http://127.0.0.1:{opts.port}")
+    os.execv(sys.executable, cmd)
+    return 0  # pragma: no cover
+
+
+def cmd_presets(args: list[str]) -> int:
+    """``ife presets``: list the shipped presets per group."""
+    from ife_platform.config import GROUPS, available_presets
+
+    for group in (*GROUPS, "experiment"):
+        print(f"{group}: {', '.join(available_presets(group))}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "ui": cmd_ui, "presets": cmd_presets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ife`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_USAGE)
+        return 0 if argv else EXIT_BAD_INPUT
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        from ife_platform.config import _choices_msg
+
+        print(f"error: {_choices_msg('command', command, list(COMMANDS))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from ife_platform.checkpoint import CheckpointError
+    from ife_platform.tracking import TrackingConfigError, TrackingUnreachableError
+
+    try:
+        return COMMANDS[command](rest)
+    except (ConfigError, CheckpointError, TrackingConfigError, TrackingUnreachableError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,539 @@
+"""MLflow tracking: URI resolution, a fast reachability check, config and environment logging.
+
+Facts this module is built around (stack-facts.md, "MLflow"):
+
+- MLflow 3.13+ refuses the old ``./mlruns`` file store; the default store is SQLite. A plain path
+  or ``file:`` URI is therefore rejected here with a suggestion instead of failing deep inside
+  MLflow (or inside Lightning's ``MLFlowLogger``, which still defaults to ``file:./mlruns``).
+- MLflow's HTTP client retries an unreachable server for minutes. :func:`check_tracking_reachable`
+  answers within ``timeout_s`` with :class:`TrackingUnreachableError` instead.
+- With a SQLite store MLflow puts artifacts under ``./mlruns`` of the *current* directory unless an
+  experiment says otherwise; :func:`default_artifact_location` keeps them next to the database.
+
+``mlflow`` is imported lazily so that resolving or checking a URI stays cheap.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import platform
+import re
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from mlflow import ActiveRun, MlflowClient
+
+__all__ = [
+    "ENV_PACKAGES",
+    "MAX_PARAM_VALUE_LENGTH",
+    "TrackingConfigError",
+    "TrackingUnreachableError",
+    "check_tracking_reachable",
+    "default_artifact_location",
+    "ensure_experiment",
+    "flatten_dict",
+    "git_info",
+    "log_config",
+    "log_environment",
+    "resolve_tracking_uri",
+    "sanitize_param_key",
+    "start_run",
+]
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+MAX_PARAM_VALUE_LENGTH = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
+MAX_PARAM_KEY_LENGTH = 250  # mlflow.utils.validation.MAX_ENTITY_KEY_LENGTH
+PARAMS_PER_BATCH = 100  # mlflow.utils.validation.MAX_PARAMS_TAGS_PER_BATCH
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+ENV_PACKAGES: tuple[str, ...] = (
+    "ife-platform",
+    "torch",
+    "torchrl",
+    "tensordict",
+    "lightning",
+    "gymnasium",
+    "ale-py",
+    "omegaconf",
+    "mlflow",
+    "numpy",
+)
+"""Distributions whose versions :func:`log_environment` records as ``version.<name>`` tags."""
+
+_BARE_WORD_URIS = {"databricks", "databricks-uc", "uc"}
+_PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class TrackingConfigError(ValueError):
+    """The tracking URI is not usable as configured (e.g. an unsupported file store)."""
+
+
+class TrackingUnreachableError(RuntimeError):
+    """The tracking backend does not answer or cannot be written to."""
+
+
+# --------------------------------------------------------------------------------------------
+# URI resolution and checks
+# --------------------------------------------------------------------------------------------
+
+
+def _sqlite_suggestion(path: str) -> str:
+    p = Path(path).expanduser().absolute()
+    target = p if p.suffix == ".db" else p / "mlflow.db"
+    return f"sqlite:///{target}"
+
+
+def _sqlite_path(uri: str) -> str | None:
+    """Database path of a ``sqlite:///`` URI, or None for an in-memory database."""
+    rest = uri.split("?", 1)[0]
+    rest = rest[len("sqlite://") :]  # "/rel.db", "//abs.db", "" (memory)
+    if rest in ("", "/", "/:memory:"):
+        return None
+    return rest[1:]  # "rel.db" or "/abs.db"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """Resolve the tracking URI: explicit > ``$MLFLOW_TRACKING_URI`` > ``sqlite:///<cwd>/mlflow.db``.
+
+    Relative SQLite paths are made absolute (against the current directory), so the logged URI
+    and every process agree on one database. Empty strings count as unset.
+
+    Args:
+        uri: The configured URI (``tracking.uri``), or None.
+
+    Returns:
+        The URI to hand to MLflow.
+
+    Raises:
+        TrackingConfigError: For a plain filesystem path or a ``file:`` URI (the file store that
+            MLflow 3.13+ refuses); the message suggests the equivalent ``sqlite:///`` URI.
+    """
+    source = "tracking.uri"
+    candidate = uri.strip() if uri else ""
+    if not candidate:
+        source = f"${TRACKING_URI_ENV}"
+        candidate = os.environ.get(TRACKING_URI_ENV, "").strip()
+    if not candidate:
+        return f"sqlite:///{Path.cwd().absolute() / 'mlflow.db'}"
+
+    if candidate.lower() in _BARE_WORD_URIS:
+        return candidate
+    parsed = urlparse(candidate)
+    scheme = parsed.scheme.lower()
+    if scheme in ("", "file") or len(scheme) == 1:  # len 1: a Windows drive letter "C:\..."
+        path = parsed.path if scheme == "file" else candidate
+        raise TrackingConfigError(
+            f"tracking URI {candidate!r} (from {source}) is a file store; MLflow 3.13+ no longer "
+            f"supports the ./mlruns file store. Use a SQLite database instead, e.g. "
+            f"{_sqlite_suggestion(path or 'mlruns')!r}, or an http(s):// tracking server."
+        )
+    if scheme == "sqlite":
+        path = _sqlite_path(candidate)
+        if path is not None and not path.startswith("/"):
+            query = candidate[len(candidate.split("?", 1)[0]) :]
+            return f"sqlite:///{Path(path).expanduser().absolute()}{query}"
+    return candidate
+
+
+def _auth_headers() -> dict[str, str]:
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        cred = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {cred}"}
+    return {}
+
+
+def _ssl_context() -> ssl.SSLContext | None:
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()  # the user opted out of verification, as in MLflow
+    cert = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    return ssl.create_default_context(cafile=cert) if cert else None
+
+
+def _http_get(url: str, timeout: float) -> int:
+    """GET ``url``; return the HTTP status (errors statuses included); OSError if no answer."""
+    req = urllib.request.Request(url, headers=_auth_headers(), method="GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=_ssl_context()) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def _check_http(uri: str, timeout_s: float) -> None:
+    base = uri.rstrip("/")
+    deadline = time.monotonic() + timeout_s
+    status = 0
+    for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            status = _http_get(base + path, remaining)
+        except (OSError, ValueError) as err:  # refused, timeout, DNS, TLS, reset, bad URL
+            reason = getattr(err, "reason", err)
+            raise TrackingUnreachableError(
+                f"MLflow tracking server {uri} did not answer within {timeout_s:g} s ({reason}). "
+                f"Start it (e.g. `mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri "
+                f"sqlite:///mlflow.db`), fix tracking.uri / ${TRACKING_URI_ENV}, or use a local "
+                f"sqlite:/// URI."
+            ) from err
+        if 200 <= status < 300:
+            return
+        if status in (401, 403):
+            raise TrackingUnreachableError(
+                f"MLflow tracking server {uri} refused access (HTTP {status}); set "
+                f"MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD."
+            )
+        if status >= 500:
+            break
+    raise TrackingUnreachableError(
+        f"{uri} answered HTTP {status or 'nothing in time'} on /health and the experiments API: "
+        f"it does not look like a working MLflow tracking server."
+    )
+
+
+def _check_sqlite(uri: str, create_dirs: bool) -> None:
+    path_str = _sqlite_path(uri)
+    if path_str is None:  # in-memory database
+        return
+    db = Path(path_str)
+    parent = db.parent
+    if not parent.exists():
+        if not create_dirs:
+            raise TrackingUnreachableError(f"folder {parent} of the tracking database is missing")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TrackingUnreachableError(
+                f"cannot create folder {parent} for the tracking database {uri}: {err}"
+            ) from err
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TrackingUnreachableError(
+            f"folder {parent} of the tracking database {uri} is not writable "
+            f"(SQLite also writes a journal file next to the database)."
+        )
+    if not db.exists():
+        return  # MLflow creates it
+    if db.is_dir():
+        raise TrackingUnreachableError(
+            f"tracking database path {db} is a folder, not a file; point tracking.uri at a "
+            f"file, e.g. sqlite:///{db / 'mlflow.db'}"
+        )
+    if not os.access(db, os.R_OK | os.W_OK):
+        raise TrackingUnreachableError(f"tracking database {db} is not readable and writable")
+    with db.open("rb") as fh:
+        header = fh.read(len(SQLITE_HEADER))
+    if header and header != SQLITE_HEADER:
+        other = parent / ("mlflow.db" if db.name != "mlflow.db" else "mlflow_runs.db")
+        raise TrackingUnreachableError(
+            f"{db} exists but is not an SQLite database (it starts with {header!r}, not "
+            f"{SQLITE_HEADER!r}); move it away or point tracking.uri at another file, "
+            f"e.g. sqlite:///{other}"
+        )
+
+
+def check_tracking_reachable(uri: str, timeout_s: float = 5.0, create_dirs: bool = True) -> None:
+    """Fail fast, with a clear message, if the tracking backend cannot be used.
+
+    - ``http(s)://``: GET ``/health`` (then ``/api/2.0/mlflow/experiments/search`` if that is not
+      found) with plain urllib and no retries; returns within about ``timeout_s``. Honours
+      ``MLFLOW_TRACKING_TOKEN``, ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``,
+      ``MLFLOW_TRACKING_INSECURE_TLS`` and ``MLFLOW_TRACKING_SERVER_CERT_PATH``.
+    - ``sqlite:///``: the database folder must be writable (it is created if missing and
+      ``create_dirs``), and an existing non-empty database file must start with the SQLite
+      header ``SQLite format 3`` (plus a NUL byte).
+    - Other schemes (postgresql, mysql, databricks, ...) are not checked.
+
+    Args:
+        uri: A resolved tracking URI (see :func:`resolve_tracking_uri`).
+        timeout_s: Time budget for the HTTP check, in seconds.
+        create_dirs: Create a missing database folder for SQLite URIs.
+
+    Raises:
+        TrackingUnreachableError: If the backend does not answer or cannot be written.
+        TrackingConfigError: For a file-store path or ``file:`` URI.
+    """
+    scheme = urlparse(uri).scheme.lower()
+    if scheme in ("http", "https"):
+        _check_http(uri, timeout_s)
+    elif scheme == "sqlite":
+        _check_sqlite(resolve_tracking_uri(uri), create_dirs)
+    elif uri.lower() not in _BARE_WORD_URIS and (scheme in ("", "file") or len(scheme) == 1):
+        resolve_tracking_uri(uri)  # raises the file-store message
+
+
+def default_artifact_location(uri: str) -> str | None:
+    """Artifact folder to give new experiments: ``<database folder>/mlartifacts`` for SQLite.
+
+    Without it MLflow stores a SQLite-backed run's artifacts under ``./mlruns`` of whatever the
+    current directory is. Pass it as ``artifact_location`` to Lightning's ``MLFlowLogger`` too.
+
+    Args:
+        uri: A tracking URI.
+
+    Returns:
+        A ``file://`` URI for SQLite stores, None otherwise (the server or store decides).
+    """
+    if urlparse(uri).scheme.lower() != "sqlite":
+        return None
+    path = _sqlite_path(resolve_tracking_uri(uri))
+    if path is None:
+        return None
+    return (Path(path).parent / "mlartifacts").as_uri()
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """Return the id of experiment ``name``, creating it if needed.
+
+    Args:
+        client: Client bound to the tracking URI.
+        name: Experiment name.
+        artifact_location: Artifact root for a new experiment; defaults to
+            :func:`default_artifact_location` of the client's URI. Ignored if the experiment exists.
+
+    Returns:
+        The experiment id.
+    """
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = artifact_location or default_artifact_location(client.tracking_uri)
+    return client.create_experiment(name, artifact_location=location)
+
+
+@contextmanager
+def start_run(
+    uri: str | None,
+    experiment: str,
+    run_name: str | None = None,
+    run_id: str | None = None,
+    nested: bool = False,
+    tags: Mapping[str, str] | None = None,
+    artifact_location: str | None = None,
+    timeout_s: float = 5.0,
+) -> Iterator[ActiveRun]:
+    """Resolve and check the URI, then run an MLflow (fluent API) run as a context manager.
+
+    Sets the process-wide MLflow tracking URI (and with it ``$MLFLOW_TRACKING_URI``, which MLflow
+    exports for subprocesses). The run ends with status FINISHED, or FAILED on an exception.
+
+    Args:
+        uri: Configured tracking URI or None (see :func:`resolve_tracking_uri`).
+        experiment: Experiment name; created if missing (see :func:`ensure_experiment`).
+        run_name: Display name of a new run.
+        run_id: Resume this run instead of creating one.
+        nested: Start as a child of the active run.
+        tags: Tags for a new run.
+        artifact_location: Artifact root for a newly created experiment.
+        timeout_s: Budget of the reachability check.
+
+    Yields:
+        The active run.
+    """
+    import mlflow
+
+    resolved = resolve_tracking_uri(uri)
+    check_tracking_reachable(resolved, timeout_s=timeout_s)
+    mlflow.set_tracking_uri(resolved)
+    client = mlflow.MlflowClient(resolved)
+    experiment_id = None if run_id else ensure_experiment(client, experiment, artifact_location)
+    with mlflow.start_run(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        run_name=run_name,
+        nested=nested,
+        tags=dict(tags) if tags else None,
+    ) as run:
+        yield run
+
+
+def _target(client: MlflowClient | None, run_id: str | None) -> tuple[MlflowClient, str]:
+    import mlflow
+
+    if run_id is None:
+        active = mlflow.active_run()
+        if active is None:
+            raise RuntimeError("no run_id given and no active MLflow run (use start_run)")
+        run_id = active.info.run_id
+    return (client or mlflow.MlflowClient()), run_id
+
+
+# --------------------------------------------------------------------------------------------
+# Params, config and environment
+# --------------------------------------------------------------------------------------------
+
+
+def flatten_dict(d: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """Flatten nested mappings into ``{"a.b.c": value}``.
+
+    Lists and other values are kept as they are; an empty nested mapping becomes the value ``{}``
+    so the key is not lost.
+
+    Args:
+        d: Nested mapping (e.g. ``OmegaConf.to_container(cfg, resolve=True)``).
+        prefix: Key prefix for every entry (joined with ``sep``).
+        sep: Separator between key levels.
+
+    Returns:
+        A flat dict, in depth-first insertion order.
+    """
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_dict(value, name, sep))
+        else:
+            out[name] = value
+    return out
+
+
+_BAD_KEY_CHARS = re.compile(r"[^/\w.\- ]")
+
+
+def sanitize_param_key(key: str) -> str:
+    """Make ``key`` a valid, portable MLflow param/tag key (bad characters -> ``_``, max 250).
+
+    Args:
+        key: Any string.
+    """
+    return _BAD_KEY_CHARS.sub("_", key)[:MAX_PARAM_KEY_LENGTH]
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    if len(text) > MAX_PARAM_VALUE_LENGTH:
+        marker = "...[truncated]"
+        text = text[: MAX_PARAM_VALUE_LENGTH - len(marker)] + marker
+    return text
+
+
+def log_config(
+    cfg_yaml: str,
+    flat_params: Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    client: MlflowClient | None = None,
+) -> dict[str, str]:
+    """Log the resolved config as artifact ``config.yaml`` and its leaves as params.
+
+    Params are logged in batches of 100 (MLflow's limit per request); nested mappings are
+    flattened with dots; keys are sanitised (:func:`sanitize_param_key`); values are ``str()``
+    and cut to 6000 characters (MLflow's limit) with a ``...[truncated]`` marker; the full values
+    stay in ``config.yaml``. Params are immutable in MLflow: re-logging a resumed run with a
+    different value raises.
+
+    Args:
+        cfg_yaml: The resolved config as YAML text.
+        flat_params: Params, flat (``{"optim.lr": 1e-4}``) or nested.
+        run_id: Target run; default the active run.
+        client: Client to log with (e.g. Lightning ``MLFlowLogger.experiment``); default one for
+            the current tracking URI.
+
+    Returns:
+        The params as logged (key -> string value).
+    """
+    from mlflow.entities import Param
+
+    client, run_id = _target(client, run_id)
+    client.log_text(run_id, cfg_yaml, "config.yaml")
+    params = {sanitize_param_key(k): _param_value(v) for k, v in flatten_dict(flat_params).items()}
+    items = [Param(k, v) for k, v in params.items()]
+    for start in range(0, len(items), PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[start : start + PARAMS_PER_BATCH])
+    return params
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_info(project_dir: str | Path | None = None) -> dict[str, str]:
+    """Commit and dirty flag of the git checkout holding ``project_dir``.
+
+    Args:
+        project_dir: Folder inside the checkout; default the folder above the ``ife_platform``
+            package (the repository root of an editable install).
+
+    Returns:
+        ``{"git.commit": sha, "git.dirty": "true"|"false"}``; ``"unavailable"`` for both when
+        there is no git or no checkout. Dirty means modified tracked files (untracked files such
+        as outputs do not count).
+    """
+    cwd = Path(project_dir) if project_dir is not None else _PROJECT_DIR
+    commit = _git(["rev-parse", "HEAD"], cwd)
+    if not commit:
+        return {"git.commit": "unavailable", "git.dirty": "unavailable"}
+    status = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
+    dirty = "unavailable" if status is None else str(bool(status)).lower()
+    return {"git.commit": commit, "git.dirty": dirty}
+
+
+def _package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def log_environment(
+    *,
+    run_id: str | None = None,
+    client: MlflowClient | None = None,
+    project_dir: str | Path | None = None,
+    packages: tuple[str, ...] = ENV_PACKAGES,
+) -> dict[str, str]:
+    """Tag the run with package versions, the Python version and the git commit.
+
+    Tags rather than params, so a resumed run can record a changed environment. Keys:
+    ``version.<distribution>`` (``"not installed"`` if absent), ``version.python``,
+    ``git.commit``, ``git.dirty`` and MLflow's own ``mlflow.source.git.commit`` (shown in the UI).
+
+    Args:
+        run_id: Target run; default the active run.
+        client: Client to log with; default one for the current tracking URI.
+        project_dir: Folder inside the git checkout (see :func:`git_info`).
+        packages: Distribution names to record.
+
+    Returns:
+        The tags as logged.
+    """
+    from mlflow.entities import RunTag
+
+    client, run_id = _target(client, run_id)
+    tags = {f"version.{name}": _package_version(name) for name in packages}
+    tags["version.python"] = platform.python_version()
+    git = git_info(project_dir)
+    tags.update(git)
+    if git["git.commit"] != "unavailable":
+        tags["mlflow.source.git.commit"] = git["git.commit"]
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    return tags
