@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from ife_platform.config import ConfigError, compose, to_container, to_yaml
@@ -86,6 +87,16 @@ def _trainer_kwargs(cfg: Any) -> dict[str, Any]:
 
 def cmd_train(args: list[str]) -> int:
     """``ife train``: compose the config, check the store, train, evaluate, log."""
+    train(compose(args))
+    return 0
+
+
+def train(cfg: Any, extra_callbacks: Sequence[Any] = ()) -> tuple[Any, Any, str]:
+    """Train the agent a validated config describes; returns (task, trainer, MLflow run id).
+
+    Everything that can be checked cheaply (config, tracking store, resume checkpoint) is
+    checked before any env or network is built.
+    """
     from ife_platform.tracking import (
         check_tracking_reachable,
         ensure_experiment,
@@ -94,7 +105,6 @@ def cmd_train(args: list[str]) -> int:
         resolve_tracking_uri,
     )
 
-    cfg = compose(args)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     rank = _rank()
     if rank <= 0:
@@ -103,7 +113,7 @@ def cmd_train(args: list[str]) -> int:
 
     import lightning as L
     import mlflow
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import MLFlowLogger
 
     from ife_platform.callbacks.artifacts import CheckpointArtifact
@@ -133,7 +143,6 @@ def cmd_train(args: list[str]) -> int:
     logger = MLFlowLogger(
         experiment_name=cfg.tracking.experiment, tracking_uri=uri, run_id=run_id, log_model=False
     )
-    e = cfg.env
     callbacks = [
         ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0,
                         every_n_epochs=1, save_on_train_epoch_end=True),
@@ -149,8 +158,10 @@ def cmd_train(args: list[str]) -> int:
             env_kwargs=_eval_env_kwargs(cfg),
             seed=cfg.seed + 12345,
         ),
+        *extra_callbacks,
     ]
-    del e
+    if cfg.trainer.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 100))
     trainer = L.Trainer(
         max_epochs=total_epochs(cfg),
         logger=logger,
@@ -178,7 +189,8 @@ def cmd_train(args: list[str]) -> int:
             print(f"evaluation: {len(result.returns)} games, mean raw score "
                   f"{result.mean_return:.1f}{hns}")
         print(f"MLflow run {run_id} in {uri}\ncheckpoints: {out_dir / 'checkpoints'}")
-    return 0
+        mlflow.MlflowClient(uri).set_terminated(run_id, status="FINISHED")
+    return task, trainer, run_id
 
 
 def _eval_env_kwargs(cfg: Any) -> dict[str, Any]:

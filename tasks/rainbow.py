@@ -117,8 +117,8 @@ class ReplayStream:
             self._store(batch)
             task.env_steps += batch.numel()
             task.actor.epsilon = task.epsilon()
-            if task.env_steps < cfg.agent.learning_starts:
-                continue
+            if task.env_steps <= cfg.agent.learning_starts or len(self.replay) == 0:
+                continue  # updates start with the first agent step after learning_starts
             task.update_credit += batch.numel() * cfg.agent.updates_per_step
             while task.update_credit >= 1.0:
                 task.update_credit -= 1.0
@@ -295,7 +295,7 @@ class RainbowTask(L.LightningModule):
             terms["mask_entropy"] = -(m * (m + 1e-12).log()).sum(-1).mean()
         return terms
 
-    def training_step(self, batch: TensorDict, batch_idx: int) -> None:  # noqa: D102
+    def training_step(self, batch: TensorDict, batch_idx: int) -> dict[str, torch.Tensor]:  # noqa: D102
         opt = self.optimizers()
         batch = batch.to(self.device)
         terms = self._loss(batch)
@@ -311,6 +311,8 @@ class RainbowTask(L.LightningModule):
             self.target.load_state_dict(self.online.state_dict())
         if self.updates % self.cfg.trainer.log_every_updates == 0 or self.updates == 1:
             self._log_progress(terms)
+        # Returned for observers (callbacks' on_train_batch_end); nothing downstream optimises it.
+        return {k: v.detach() for k, v in terms.items() if v.ndim == 0}
 
     def _log_progress(self, terms: dict[str, torch.Tensor]) -> None:
         now = time.perf_counter()

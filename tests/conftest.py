@@ -1,0 +1,52 @@
+"""Shared fixtures: every test that tracks gets its own sqlite MLflow store in a temp dir."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Tiny budgets for real runs on real ALE games (seconds each on 2 CPU cores).
+TINY = [
+    "train.total_steps=240",
+    "agent.learning_starts=120",
+    "trainer.steps_per_epoch=120",
+    "replay.capacity=2000",
+    "agent.batch_size=8",
+    "agent.n_step=3",
+    "agent.target_update_period=40",
+    "tracking.eval_episodes=1",
+    "tracking.eval_max_steps=120",
+    "tracking.video_max_steps=40",
+    "trainer.progress_bar=false",
+]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A clean working directory with its own sqlite store (and no inherited tracking URI)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("IFE_RUN_ID", raising=False)
+    return tmp_path
+
+
+def tracking_args(workdir: Path) -> list[str]:
+    """Overrides that put the MLflow store and outputs inside ``workdir``."""
+    return [f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}", f"tracking.output_dir={workdir / 'out'}"]
+
+
+def ife_command() -> list[str]:
+    """The installed console script (falls back to ``python -m``)."""
+    script = Path(sys.executable).with_name("ife")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ife_platform.cli"]
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for CLI subprocesses: no inherited run id or tracking URI."""
+    env = dict(os.environ)
+    env.pop("IFE_RUN_ID", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
