@@ -146,6 +146,18 @@ class AtariVecEnv(EnvBase):
         self._started = False
         return seed
 
+    def _td(self, source: dict[str, torch.Tensor]) -> TensorDict:
+        # Every value is a CPU tensor of the right shape, built here: skip TensorDict's checks.
+        return TensorDict._new_unsafe(source, batch_size=self.batch_size)
+
+    def _counters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of the running (return, length) counters as ``[N, 1]`` tensors."""
+        n1 = (self.num_envs, 1)
+        return (
+            torch.from_numpy(self._return.reshape(n1).copy()),
+            torch.from_numpy(self._length.reshape(n1).copy()),
+        )
+
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         mask = None if tensordict is None else tensordict.get("_reset", None)
         if not self._started or mask is None:
@@ -157,50 +169,107 @@ class AtariVecEnv(EnvBase):
             self._return[:] = 0.0
             self._length[:] = 0
             self._started = True
-        n = self.num_envs
-        return TensorDict(
+        ret, length = self._counters()
+        flags = torch.zeros(4, self.num_envs, 1, dtype=torch.bool)
+        return self._td(
             {
                 "pixels": torch.from_numpy(self._obs.copy()),
-                "life_lost": torch.zeros(n, 1, dtype=torch.bool),
-                "episode_return": torch.from_numpy(self._return.copy()).unsqueeze(-1),
-                "episode_length": torch.from_numpy(self._length.copy()).unsqueeze(-1),
-                "done": torch.zeros(n, 1, dtype=torch.bool),
-                "terminated": torch.zeros(n, 1, dtype=torch.bool),
-                "truncated": torch.zeros(n, 1, dtype=torch.bool),
-            },
-            batch_size=self.batch_size,
+                "life_lost": flags[0],
+                "episode_return": ret,
+                "episode_length": length,
+                "done": flags[1],
+                "terminated": flags[2],
+                "truncated": flags[3],
+            }
         )
 
-    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+    def _advance(self, tensordict: TensorDictBase) -> tuple[TensorDict, TensorDict]:
+        """One vector step: the ``next`` data and the data after the same-step autoreset.
+
+        Returns ``(next, root)``. ``root`` is what ``step_mdp`` followed by ``maybe_reset``
+        produce (observation of the reset game where one ended, counters restarted, done
+        flags cleared); values are shared with ``next`` where they are equal, as there.
+        ale-py returns freshly allocated arrays every step, so the tensors handed out here
+        are never written to afterwards.
+        """
         action = tensordict.get("action").numpy()
         obs, reward, terminated, truncated, info = self._vec.step(action)
-        done = terminated | truncated
+        n1 = (self.num_envs, 1)
+        flags = np.empty((4, *n1), dtype=bool)  # done, terminated, truncated, life_lost
+        done = np.logical_or(terminated, truncated, out=flags[0, :, 0])
+        flags[1, :, 0] = terminated
+        flags[2, :, 0] = truncated
         lives = info["lives"].astype(np.int64)
-        life_lost = (lives < self._lives) & ~done
+        np.less(lives, self._lives, out=flags[3, :, 0])
         self._lives = lives
         self._return += reward
         self._length += 1
+        ret, length = self._counters()
+        t_flags = torch.from_numpy(flags)
+        any_done = bool(done.any())
         next_obs = obs
-        if done.any():
+        if any_done:
+            flags[3, :, 0] &= ~done
             next_obs = np.where(done[:, None, None, None], info["final_obs"], obs)
-        out = TensorDict(
+        life_lost = t_flags[3]
+        nxt = self._td(
             {
-                "pixels": torch.from_numpy(np.ascontiguousarray(next_obs)),
-                "reward": torch.from_numpy(reward.astype(np.float32)).unsqueeze(-1),
-                "done": torch.from_numpy(done).unsqueeze(-1),
-                "terminated": torch.from_numpy(terminated.astype(bool)).unsqueeze(-1),
-                "truncated": torch.from_numpy(truncated.astype(bool)).unsqueeze(-1),
-                "life_lost": torch.from_numpy(life_lost).unsqueeze(-1),
-                "episode_return": torch.from_numpy(self._return.copy()).unsqueeze(-1),
-                "episode_length": torch.from_numpy(self._length.copy()).unsqueeze(-1),
-            },
-            batch_size=self.batch_size,
+                "pixels": torch.from_numpy(next_obs),
+                "reward": torch.from_numpy(reward.astype(np.float32).reshape(n1)),
+                "done": t_flags[0],
+                "terminated": t_flags[1],
+                "truncated": t_flags[2],
+                "life_lost": life_lost,
+                "episode_return": ret,
+                "episode_length": length,
+            }
         )
         # Finished games were already reset by ale-py; counters restart for them.
         self._obs = obs
-        self._return[done] = 0.0
-        self._length[done] = 0
-        return out
+        if any_done:
+            self._return[done] = 0.0
+            self._length[done] = 0
+            ret, length = self._counters()
+            cleared = torch.zeros(3, *n1, dtype=torch.bool)
+            root_done, root_term, root_trunc = cleared[0], cleared[1], cleared[2]
+        else:
+            root_done, root_term, root_trunc = t_flags[0], t_flags[1], t_flags[2]
+        root = self._td(
+            {
+                "pixels": torch.from_numpy(obs),
+                "life_lost": life_lost,
+                "episode_return": ret,
+                "episode_length": length,
+                "done": root_done,
+                "terminated": root_term,
+                "truncated": root_trunc,
+            }
+        )
+        return nxt, root
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        return self._advance(tensordict)[0]
+
+    #: Use the single-pass ``step_and_maybe_reset`` below (False: TorchRL's generic one).
+    fast_step_and_reset = True
+
+    def _step_and_maybe_reset(
+        self, tensordict: TensorDictBase
+    ) -> tuple[TensorDictBase, TensorDictBase]:
+        """``step`` + ``step_mdp`` + ``maybe_reset`` in one pass (what collectors call).
+
+        ale-py already reset finished games in the same step, so the generic version's
+        partial reset only copies cached observations around; this produces the same data
+        (checked against the generic path in the tests) without TorchRL's per-step
+        bookkeeping, which at small batch sizes costs as much as the emulators.
+        """
+        if not self.fast_step_and_reset or self._post_step_mdp_hooks is not None:
+            return super()._step_and_maybe_reset(tensordict)
+        if tensordict.device is not None and tensordict.device != self.device:
+            tensordict = tensordict.to(self.device)
+        nxt, root = self._advance(tensordict)
+        tensordict.set("next", nxt)
+        return tensordict, root
 
     def close(self, *, raise_if_closed: bool = True) -> None:  # noqa: D102
         try:

@@ -20,11 +20,14 @@ With DDP each rank builds its own env (seeded by rank), collector and replay in
 
 from __future__ import annotations
 
+import logging
 import math
 import random
+import shutil
 import time
 from collections import deque
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -42,6 +45,8 @@ from ife_platform.rainbow.agent import Actor, QNetwork, build_q_network, linear_
 from ife_platform.rainbow.losses import categorical_double_q_loss, huber_double_q_loss
 from ife_platform.rainbow.nstep import NStepAccumulator
 from ife_platform.scores import has_reference, human_normalized_score
+
+log = logging.getLogger(__name__)
 
 
 def extractor_kwargs(model_cfg: DictConfig) -> dict[str, Any]:
@@ -161,6 +166,7 @@ class RainbowTask(L.LightningModule):
         self.cfg = cfg
         spec = atari_spec(cfg.env.game, cfg.env.full_action_space)
         self.num_actions = spec.num_actions
+        torch.manual_seed(cfg.seed)  # initial weights: same seed -> same network on every rank
         self.online = build_network(cfg, spec.num_actions)
         self.target = build_network(cfg, spec.num_actions)
         self.target.load_state_dict(self.online.state_dict())
@@ -244,6 +250,14 @@ class RainbowTask(L.LightningModule):
             self.actor.generator.manual_seed(seed)
         self._stream = self.build_stream()
         self.replay = self._stream.replay
+        if self._replay_dir is not None:
+            folder = Path(self._replay_dir.format(rank=self.global_rank))
+            if not folder.is_dir():
+                raise FileNotFoundError(f"the checkpoint's replay buffer is missing: {folder}")
+            self.replay.loads(folder)
+        elif self._restored_rng:
+            log.warning("resuming without a saved replay buffer: it refills from empty "
+                        "(set replay.save_buffer=true to checkpoint it)")
 
     _restored_rng = False
 
@@ -377,7 +391,26 @@ class RainbowTask(L.LightningModule):
                 "actor": self.actor.generator.get_state(),
             },
             "recent_returns": list(self.recent_returns),
+            "replay_dir": self._dump_replay(),
         }
+
+    def _dump_replay(self) -> str | None:
+        """With ``replay.save_buffer``, write this rank's buffer beside the checkpoints.
+
+        Costs ``capacity`` x ~56 KB on disk (the whole storage is written, uint8 obs and next_obs
+        plus priorities). Returns the folder name pattern (``{rank}`` filled in per rank).
+        """
+        ckpt_cb = getattr(self.trainer, "checkpoint_callback", None) if self._trainer else None
+        if not self.cfg.replay.save_buffer or self.replay is None or ckpt_cb is None:
+            return None
+        pattern = str(Path(ckpt_cb.dirpath) / "replay_rank{rank}")
+        final = Path(pattern.format(rank=self.global_rank))
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.replay.dumps(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)  # a crash mid-dump never leaves a half-written buffer under the name
+        return pattern
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
         state = checkpoint["ife"]
@@ -393,6 +426,9 @@ class RainbowTask(L.LightningModule):
         self.actor.generator.set_state(rng["actor"])
         self._restored_rng = True
         self.recent_returns.extend(state["recent_returns"])
+        self._replay_dir = state.get("replay_dir")
+
+    _replay_dir: str | None = None
 
 
 class _LazyIterable:

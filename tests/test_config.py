@@ -33,7 +33,7 @@ def test_layer_order_overrides_win() -> None:
     assert cfg.env.game == "pong"  # override beats the preset file
     assert cfg.agent.n_step == 5
     assert cfg.env.sticky_actions == 0.25 and cfg.env.full_action_space  # group preset applied
-    assert cfg.train.total_steps == 3000  # from the demo preset
+    assert cfg.train.total_steps == 2000  # from the demo preset
 
 
 def test_every_shipped_preset_composes() -> None:
