@@ -1,1 +1,4 @@
-"""Lightning callbacks that only observe: logging, videos, evaluation, artifacts (``ife_platform.callbacks``)."""
+"""Lightning callbacks that only observe: evaluation, videos, artifacts, checks.
+
+Installed as ``ife_platform.callbacks``.
+"""

@@ -20,7 +20,7 @@ class CheckpointArtifact(L.Callback):
         if ckpt is None or ckpt.dirpath is None:
             return
         path = Path(ckpt.dirpath) / "last.ckpt"
-        trainer.save_checkpoint(path)  # collective under DDP: every rank calls it
+        trainer.save_checkpoint(path, weights_only=False)  # collective: every rank calls it
         logger = trainer.logger
         run_id = getattr(logger, "run_id", None)
         if trainer.global_rank == 0 and run_id is not None and path.is_file():

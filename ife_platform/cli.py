@@ -9,8 +9,8 @@ import argparse
 import os
 import sys
 import tempfile
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ife_platform.config import ConfigError, compose, to_container, to_yaml
@@ -144,8 +144,13 @@ def train(cfg: Any, extra_callbacks: Sequence[Any] = ()) -> tuple[Any, Any, str]
         experiment_name=cfg.tracking.experiment, tracking_uri=uri, run_id=run_id, log_model=False
     )
     callbacks = [
-        ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0,
-                        every_n_epochs=1, save_on_train_epoch_end=True),
+        ModelCheckpoint(
+            dirpath=out_dir / "checkpoints",
+            save_last=True,
+            save_top_k=0,
+            every_n_epochs=1,
+            save_on_train_epoch_end=True,
+        ),
         CheckpointArtifact(),
         DDPWeightCheck(),
         FinalEvaluation(
@@ -186,8 +191,10 @@ def train(cfg: Any, extra_callbacks: Sequence[Any] = ()) -> tuple[Any, Any, str]
         result = next((c.result for c in callbacks if isinstance(c, FinalEvaluation)), None)
         if result is not None:
             hns = f", HNS {result.hns:.3f}" if result.hns is not None else ""
-            print(f"evaluation: {len(result.returns)} games, mean raw score "
-                  f"{result.mean_return:.1f}{hns}")
+            print(
+                f"evaluation: {len(result.returns)} games, mean raw score "
+                f"{result.mean_return:.1f}{hns}"
+            )
         print(f"MLflow run {run_id} in {uri}\ncheckpoints: {out_dir / 'checkpoints'}")
         mlflow.MlflowClient(uri).set_terminated(run_id, status="FINISHED")
     return task, trainer, run_id
@@ -234,7 +241,9 @@ def cmd_evaluate(args: list[str]) -> int:
     from ife_platform.tasks.rainbow import build_network
 
     network = build_network(cfg, state["num_actions"])
-    online = {k[len("online."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("online.")}
+    online = {
+        k[len("online.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("online.")
+    }
     network.load_state_dict(online)
     network.to("cuda" if torch.cuda.is_available() else "cpu")
     run_id = state.get("run_id")
@@ -292,8 +301,18 @@ def cmd_ui(args: list[str]) -> int:
         else:
             raise ConfigError(f"ife ui takes --port and tracking.uri=URI, not '{word}'")
     uri = resolve_tracking_uri(uri)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-           "--host", "127.0.0.1", "--port", str(opts.port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(opts.port),
+    ]
     print(f"MLflow UI for {uri} at http://127.0.0.1:{opts.port}")
     os.execv(sys.executable, cmd)
     return 0  # pragma: no cover

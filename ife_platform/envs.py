@@ -337,7 +337,7 @@ class AtariEvalEnv:
         return reward
 
     def reset(self) -> tuple[np.ndarray, np.ndarray]:
-        """Start a new game. Returns (observation uint8 [stack, 84, 84], RGB frame [210, 160, 3])."""
+        """Start a new game. Returns (obs uint8 [stack, 84, 84], RGB frame [210, 160, 3])."""
         self.ale.reset_game()
         self.ale.getScreenGrayscale(self._gray[0])
         self._gray[1] = self._gray[0]

@@ -1,1 +1,4 @@
-"""Lightning modules that compose library parts into trainable tasks (installed as ``ife_platform.tasks``)."""
+"""Lightning modules that compose library parts into trainable tasks.
+
+Installed as ``ife_platform.tasks``.
+"""

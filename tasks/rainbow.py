@@ -189,7 +189,9 @@ class RainbowTask(L.LightningModule):
     def epsilon(self) -> float:
         """Exploration rate at the current agent step (linear decay)."""
         a = self.cfg.agent
-        return linear_schedule(a.epsilon_start, a.epsilon_end, a.epsilon_decay_steps, self.env_steps)
+        return linear_schedule(
+            a.epsilon_start, a.epsilon_end, a.epsilon_decay_steps, self.env_steps
+        )
 
     def replay_beta(self, replay: TensorDictPrioritizedReplayBuffer) -> float:
         """Anneal the importance-sampling exponent beta over the budget (Schaul et al. 2016)."""
@@ -256,8 +258,10 @@ class RainbowTask(L.LightningModule):
                 raise FileNotFoundError(f"the checkpoint's replay buffer is missing: {folder}")
             self.replay.loads(folder)
         elif self._restored_rng:
-            log.warning("resuming without a saved replay buffer: it refills from empty "
-                        "(set replay.save_buffer=true to checkpoint it)")
+            log.warning(
+                "resuming without a saved replay buffer: it refills from empty "
+                "(set replay.save_buffer=true to checkpoint it)"
+            )
 
     _restored_rng = False
 
@@ -296,12 +300,23 @@ class RainbowTask(L.LightningModule):
                 online_next = target_next
         if self.online.distributional:
             terms = categorical_double_q_loss(
-                out.float(), action, online_next.float(), target_next.float(), reward, discount,
-                self.online.support, weights,
+                out.float(),
+                action,
+                online_next.float(),
+                target_next.float(),
+                reward,
+                discount,
+                self.online.support,
+                weights,
             )
         else:
             terms = huber_double_q_loss(
-                out.float(), action, online_next.float(), target_next.float(), reward, discount,
+                out.float(),
+                action,
+                online_next.float(),
+                target_next.float(),
+                reward,
+                discount,
                 weights,
             )
         if mask is not None:
@@ -315,7 +330,9 @@ class RainbowTask(L.LightningModule):
         terms = self._loss(batch)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(terms["loss"])
-        self.clip_gradients(opt, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm")
+        self.clip_gradients(
+            opt, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm"
+        )
         opt.step()
         self.updates += 1
         # New priorities from this batch's TD errors (|TD| or the C51 cross-entropy).
@@ -347,7 +364,9 @@ class RainbowTask(L.LightningModule):
         )
         if sps > 0:
             metrics.update(steps_per_s=sps, updates_per_s=ups)
-        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, on_step=True, rank_zero_only=True)
+        self.log_dict(
+            {f"train/{k}": v for k, v in metrics.items()}, on_step=True, rank_zero_only=True
+        )
         self.log("sps", sps, prog_bar=True, logger=False, rank_zero_only=True)
         if self.recent_returns:
             self.log("return", float(np.mean(self.recent_returns)), prog_bar=True, logger=False)
@@ -421,7 +440,9 @@ class RainbowTask(L.LightningModule):
         self.restarts = int(c["restarts"]) + 1
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
-        np.random.set_state(("MT19937", rng["numpy_keys"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))
+        np.random.set_state(
+            ("MT19937", rng["numpy_keys"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0)
+        )
         random.setstate((3, tuple(rng["python"]), None))
         self.actor.generator.set_state(rng["actor"])
         self._restored_rng = True

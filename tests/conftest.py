@@ -35,7 +35,10 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def tracking_args(workdir: Path) -> list[str]:
     """Overrides that put the MLflow store and outputs inside ``workdir``."""
-    return [f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}", f"tracking.output_dir={workdir / 'out'}"]
+    return [
+        f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
+        f"tracking.output_dir={workdir / 'out'}",
+    ]
 
 
 def ife_command() -> list[str]:

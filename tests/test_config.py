@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from omegaconf import OmegaConf
+from omegaconf.errors import ReadonlyConfigError
 
 from ife_platform.cli import main
 from ife_platform.config import GROUPS, ConfigError, available_presets, compose
@@ -50,7 +51,7 @@ def test_yaml_file_and_readonly(tmp_path) -> None:
     path.write_text("presets: {agent: rainbow_fast}\nenv:\n  game: ms_pacman\nseed: 7\n")
     cfg = compose([str(path)])
     assert (cfg.agent.name, cfg.env.game, cfg.seed) == ("rainbow_fast", "ms_pacman", 7)
-    with pytest.raises(Exception):
+    with pytest.raises(ReadonlyConfigError):
         cfg.seed = 3  # resolved configs are read-only
 
 

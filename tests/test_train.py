@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from conftest import TINY, ife_command, subprocess_env, tracking_args
 from mlflow.tracking import MlflowClient
 
-import lightning as L
-from conftest import TINY, ife_command, subprocess_env, tracking_args
 from ife_platform.checkpoint import CheckpointError, load_checkpoint
 from ife_platform.cli import main, train
 from ife_platform.config import compose
@@ -37,8 +37,12 @@ def test_cli_train_logs_run_then_resume_continues(workdir: Path) -> None:
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     args = ["demo", *TINY, *SMALL_IFE, *tracking_args(workdir)]
     proc = subprocess.run(
-        [*ife_command(), "train", *args], cwd=workdir, env=subprocess_env(),
-        capture_output=True, text=True, timeout=600,
+        [*ife_command(), "train", *args],
+        cwd=workdir,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(uri)
@@ -51,8 +55,16 @@ def test_cli_train_logs_run_then_resume_continues(workdir: Path) -> None:
     assert run.data.tags["version.torchrl"].startswith("0.14")
     assert "git.commit" in run.data.tags
     # metrics: loss terms, counters, rates, mask entropy, evaluation score and HNS
-    for key in ("train/loss", "train/loss_ce", "train/env_steps", "train/updates",
-                "train/mask_entropy", "train/steps_per_s", "eval/return_mean", "eval/hns"):
+    for key in (
+        "train/loss",
+        "train/loss_ce",
+        "train/env_steps",
+        "train/updates",
+        "train/mask_entropy",
+        "train/steps_per_s",
+        "eval/return_mean",
+        "eval/hns",
+    ):
         assert key in run.data.metrics, key
     assert run.data.metrics["train/env_steps"] <= 240
     ent = run.data.metrics["train/mask_entropy"]
@@ -71,8 +83,12 @@ def test_cli_train_logs_run_then_resume_continues(workdir: Path) -> None:
     # resume by run id with a larger budget: counters continue in the same MLflow run
     args2 = [*args, "train.total_steps=360", f"resume={run_id}"]
     proc = subprocess.run(
-        [*ife_command(), "train", *args2], cwd=workdir, env=subprocess_env(),
-        capture_output=True, text=True, timeout=600,
+        [*ife_command(), "train", *args2],
+        cwd=workdir,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(client.search_runs([run.info.experiment_id])) == 1
@@ -90,9 +106,17 @@ def test_cli_train_logs_run_then_resume_continues(workdir: Path) -> None:
     assert any(k.startswith("target.") for k in sd)
 
     # evaluate the checkpoint: raw scores + video logged to the same run
-    code = main(["evaluate", str(workdir / "out" / run_id / "checkpoints" / "last.ckpt"),
-                 f"tracking.uri={uri}", "tracking.eval_episodes=1", "tracking.eval_max_steps=60",
-                 "tracking.video_max_steps=20", f"tracking.output_dir={workdir / 'out'}"])
+    code = main(
+        [
+            "evaluate",
+            str(workdir / "out" / run_id / "checkpoints" / "last.ckpt"),
+            f"tracking.uri={uri}",
+            "tracking.eval_episodes=1",
+            "tracking.eval_max_steps=60",
+            "tracking.video_max_steps=20",
+            f"tracking.output_dir={workdir / 'out'}",
+        ]
+    )
     assert code == 0
     run = client.get_run(run_id)
     assert "evaluate/return_mean" in run.data.metrics
@@ -108,8 +132,17 @@ class _Recorder(L.Callback):
 
 
 def _fit(workdir: Path, extra: list[str]):
-    cfg = compose(["demo", *TINY, *SMALL_IFE, *tracking_args(workdir), "tracking.video=false",
-                   "tracking.eval_episodes=0", *extra])
+    cfg = compose(
+        [
+            "demo",
+            *TINY,
+            *SMALL_IFE,
+            *tracking_args(workdir),
+            "tracking.video=false",
+            "tracking.eval_episodes=0",
+            *extra,
+        ]
+    )
     rec = _Recorder()
     task, _, _ = train(cfg, extra_callbacks=[rec])
     actions = task.replay.storage["action"][: len(task.replay)].clone()
@@ -150,8 +183,14 @@ def test_unreachable_tracking_server_fails_before_training(workdir: Path, capsys
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = main(["train", "demo", f"tracking.uri=http://127.0.0.1:{port}",
-                 f"tracking.output_dir={workdir / 'out'}"])
+    code = main(
+        [
+            "train",
+            "demo",
+            f"tracking.uri=http://127.0.0.1:{port}",
+            f"tracking.output_dir={workdir / 'out'}",
+        ]
+    )
     assert code == 2
     assert f"127.0.0.1:{port}" in capsys.readouterr().err
     assert not (workdir / "out").exists()
@@ -159,17 +198,33 @@ def test_unreachable_tracking_server_fails_before_training(workdir: Path, capsys
 
 @pytest.mark.parametrize("extractor", ["ife", "cnn_attention", "impala", "der_cnn", "nature_cnn"])
 def test_each_extractor_trains_a_few_steps_der(workdir: Path, extractor: str) -> None:
-    losses, actions, task = _fit(workdir, [f"model.extractor={extractor}", "model.width=1",
-                                           "train.total_steps=160", "trainer.steps_per_epoch=160"])
+    losses, actions, task = _fit(
+        workdir,
+        [
+            f"model.extractor={extractor}",
+            "model.width=1",
+            "train.total_steps=160",
+            "trainer.steps_per_epoch=160",
+        ],
+    )
     assert len(losses) == 40 and all(torch.isfinite(torch.tensor(losses)))
     assert task.env_steps == 160
 
 
 def test_fast_profile_runs_a_few_steps(workdir: Path) -> None:
     # The Fast-Rainbow preset with its 64 envs; only the budget and buffer are shrunk.
-    losses, _, task = _fit(workdir, ["agent=rainbow_fast", "model.width=1", "agent.batch_size=64",
-                                     "train.total_steps=1280", "trainer.steps_per_epoch=1280",
-                                     "agent.learning_starts=640", "replay.capacity=4096"])
+    losses, _, task = _fit(
+        workdir,
+        [
+            "agent=rainbow_fast",
+            "model.width=1",
+            "agent.batch_size=64",
+            "train.total_steps=1280",
+            "trainer.steps_per_epoch=1280",
+            "agent.learning_starts=640",
+            "replay.capacity=4096",
+        ],
+    )
     assert task.cfg.env.num_envs == 64
     assert len(losses) == 10  # one update per vector step of 64 envs after 640 steps
     assert task.actor.epsilon < 1.0
@@ -177,11 +232,22 @@ def test_fast_profile_runs_a_few_steps(workdir: Path) -> None:
 
 def test_ddp_two_processes_cpu_identical_weights(workdir: Path) -> None:
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    args = ["demo", *TINY, *SMALL_IFE, *tracking_args(workdir), "trainer=ddp_cpu",
-            "tracking.video=false", "tracking.eval_episodes=0"]
+    args = [
+        "demo",
+        *TINY,
+        *SMALL_IFE,
+        *tracking_args(workdir),
+        "trainer=ddp_cpu",
+        "tracking.video=false",
+        "tracking.eval_episodes=0",
+    ]
     proc = subprocess.run(
-        [*ife_command(), "train", *args], cwd=workdir, env=subprocess_env(),
-        capture_output=True, text=True, timeout=600,
+        [*ife_command(), "train", *args],
+        cwd=workdir,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(uri)
@@ -200,9 +266,49 @@ def test_resume_with_saved_replay_continues_exactly(workdir: Path) -> None:
     size, updates = len(task.replay), task.updates
     ckpt_path = Path(task.trainer.checkpoint_callback.dirpath) / "last.ckpt"
     assert (ckpt_path.parent / "replay_rank0").is_dir()
-    _, _, resumed = _fit(workdir, ["replay.save_buffer=true", "seed=5",
-                                   "train.total_steps=360", f"resume={ckpt_path}"])
+    _, _, resumed = _fit(
+        workdir,
+        ["replay.save_buffer=true", "seed=5", "train.total_steps=360", f"resume={ckpt_path}"],
+    )
     assert resumed.env_steps == 360
     assert resumed.updates == updates + 120  # no refill pause: the buffer came back
     assert len(resumed.replay) >= size
     assert resumed.restarts == 1
+
+
+class _TargetWatcher(L.Callback):
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, int]] = []  # (updates, target digest, online digest)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        from ife_platform.callbacks.evaluation import parameter_digest
+
+        self.seen.append(
+            (
+                pl_module.updates,
+                parameter_digest(pl_module.target),
+                parameter_digest(pl_module.online),
+            )
+        )
+
+
+def test_target_network_moves_only_at_syncs(workdir: Path) -> None:
+    cfg = compose(
+        [
+            "demo",
+            *TINY,
+            *SMALL_IFE,
+            *tracking_args(workdir),
+            "tracking.video=false",
+            "tracking.eval_episodes=0",
+            "agent.target_update_period=25",
+        ]
+    )
+    watcher = _TargetWatcher()
+    train(cfg, extra_callbacks=[watcher])
+    seen = watcher.seen
+    assert [u for u, _, _ in seen] == list(range(1, 121))
+    changes = [u for (u, t, _), (_, prev, _) in zip(seen[1:], seen, strict=False) if t != prev]
+    assert changes == [25, 50, 75, 100]  # the target is frozen between hard copies
+    for u, target, online in seen:
+        assert (target == online) == (u % 25 == 0)  # a copy of online exactly at each sync

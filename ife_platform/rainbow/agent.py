@@ -86,7 +86,9 @@ def build_q_network(
     **head_kwargs,
 ) -> QNetwork:
     """Build a :class:`QNetwork` from an extractor name (see ``build_extractor``)."""
-    return QNetwork(build_extractor(extractor, **(extractor_kwargs or {})), num_actions, **head_kwargs)
+    return QNetwork(
+        build_extractor(extractor, **(extractor_kwargs or {})), num_actions, **head_kwargs
+    )
 
 
 def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
@@ -98,10 +100,11 @@ def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
 class Actor:
     """Acting policy over a :class:`QNetwork`: greedy on Q, epsilon-greedy, noisy exploration.
 
-    A plain callable (not an ``nn.Module``), so the network's parameters are registered once,
-    in the task. It reads uint8 ``pixels [N, C, H, W]`` on the CPU and returns CPU ``action [N]``; the
-    network may live on another device. Noise (if any) is resampled before every acting step.
-    Exploration randomness comes from its own generator, so acting is reproducible by seed.
+    A plain callable (not an ``nn.Module``), so the network's parameters are registered
+    once, in the task. It reads uint8 ``pixels [N, C, H, W]`` on the CPU and returns CPU
+    ``action [N]``; the network may live on another device. Noise (if any) is resampled
+    before every acting step. Exploration randomness comes from its own generator, so acting
+    is reproducible by seed.
 
     Args:
         network: the online network (shared with the learner, not copied).
