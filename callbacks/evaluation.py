@@ -75,9 +75,12 @@ class FinalEvaluation(L.Callback):
 
 
 def parameter_digest(module: torch.nn.Module) -> int:
-    """A 63-bit digest of all parameters and buffers (bitwise: any difference changes it)."""
+    """A 63-bit digest of the trainable parameters (bitwise: any difference changes it).
+
+    Buffers are left out on purpose: noisy-net noise is drawn per rank.
+    """
     h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(module.named_parameters()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return int.from_bytes(h.digest()[:8], "little") >> 1

@@ -148,7 +148,7 @@ class AtariVecEnv(EnvBase):
 
     def _td(self, source: dict[str, torch.Tensor]) -> TensorDict:
         # Every value is a CPU tensor of the right shape, built here: skip TensorDict's checks.
-        return TensorDict._new_unsafe(source, batch_size=self.batch_size)
+        return TensorDict._new_unsafe(source, batch_size=self.batch_size, device=self.device)
 
     def _counters(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Copies of the running (return, length) counters as ``[N, 1]`` tensors."""

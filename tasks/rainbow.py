@@ -364,9 +364,11 @@ class RainbowTask(L.LightningModule):
         )
         if sps > 0:
             metrics.update(steps_per_s=sps, updates_per_s=ups)
-        self.log_dict(
-            {f"train/{k}": v for k, v in metrics.items()}, on_step=True, rank_zero_only=True
-        )
+        # Every MLflow metric of the platform uses agent steps as its x-axis (not updates).
+        if self.logger is not None and self.global_rank == 0:
+            self.logger.log_metrics(
+                {f"train/{k}": float(v) for k, v in metrics.items()}, step=self.env_steps
+            )
         self.log("sps", sps, prog_bar=True, logger=False, rank_zero_only=True)
         if self.recent_returns:
             self.log("return", float(np.mean(self.recent_returns)), prog_bar=True, logger=False)
@@ -426,6 +428,7 @@ class RainbowTask(L.LightningModule):
         final = Path(pattern.format(rank=self.global_rank))
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         self.replay.dumps(tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)  # a crash mid-dump never leaves a half-written buffer under the name
