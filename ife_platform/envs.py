@@ -259,9 +259,10 @@ class AtariVecEnv(EnvBase):
         """``step`` + ``step_mdp`` + ``maybe_reset`` in one pass (what collectors call).
 
         ale-py already reset finished games in the same step, so the generic version's
-        partial reset only copies cached observations around; this produces the same data
-        (checked against the generic path in the tests) without TorchRL's per-step
-        bookkeeping, which at small batch sizes costs as much as the emulators.
+        ``step_mdp`` + partial ``reset`` only move cached observations around. This builds
+        both tensordicts directly and yields bit-identical collector batches (checked against
+        the generic path in ``tests/test_bench.py``) at about a third of the env-side cost
+        per step (``docs/benchmarks.md``). ``fast_step_and_reset = False`` restores TorchRL's.
         """
         if not self.fast_step_and_reset or self._post_step_mdp_hooks is not None:
             return super()._step_and_maybe_reset(tensordict)

@@ -237,6 +237,7 @@ class RainbowTask(L.LightningModule):
             frames_per_batch=e.num_envs,  # one vector step per batch: act, store, learn
             total_frames=-1,
             trust_policy=True,
+            auto_register_policy_transforms=False,  # the actor is stateless: no InitTracker
         )
         accumulator = NStepAccumulator(e.num_envs, self.cfg.agent.n_step, self.cfg.agent.gamma)
         return ReplayStream(self, collector, accumulator, self.replay or self.build_replay())

@@ -22,6 +22,19 @@ pytestmark = pytest.mark.slow
 SMALL_IFE = ["model.extractor=ife", "model.width=1"]
 
 
+def _ife_train(workdir: Path, args: list[str]) -> None:
+    """Run ``ife train ARGS`` as a user would (a separate process) and require success."""
+    proc = subprocess.run(
+        [*ife_command(), "train", *args],
+        cwd=workdir,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def _metric_history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
 
@@ -36,15 +49,7 @@ def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
 def test_cli_train_logs_run_then_resume_continues(workdir: Path) -> None:
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     args = ["demo", *TINY, *SMALL_IFE, *tracking_args(workdir)]
-    proc = subprocess.run(
-        [*ife_command(), "train", *args],
-        cwd=workdir,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _ife_train(workdir, args)
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("ife").experiment_id])
     run_id = run.info.run_id
@@ -82,15 +87,7 @@ def test_cli_train_logs_run_then_resume_continues(workdir: Path) -> None:
 
     # resume by run id with a larger budget: counters continue in the same MLflow run
     args2 = [*args, "train.total_steps=360", f"resume={run_id}"]
-    proc = subprocess.run(
-        [*ife_command(), "train", *args2],
-        cwd=workdir,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _ife_train(workdir, args2)
     assert len(client.search_runs([run.info.experiment_id])) == 1
     ckpt2 = load_checkpoint(workdir / "out" / run_id / "checkpoints" / "last.ckpt")
     second = ckpt2["ife"]["counters"]
@@ -241,15 +238,7 @@ def test_ddp_two_processes_cpu_identical_weights(workdir: Path) -> None:
         "tracking.video=false",
         "tracking.eval_episodes=0",
     ]
-    proc = subprocess.run(
-        [*ife_command(), "train", *args],
-        cwd=workdir,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _ife_train(workdir, args)
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("ife").experiment_id])
     assert len(runs) == 1  # rank 1 logged into rank 0's run
@@ -312,3 +301,36 @@ def test_target_network_moves_only_at_syncs(workdir: Path) -> None:
     assert changes == [25, 50, 75, 100]  # the target is frozen between hard copies
     for u, target, online in seen:
         assert (target == online) == (u % 25 == 0)  # a copy of online exactly at each sync
+
+
+BUDGET = [
+    "train.total_steps=256",
+    "agent.learning_starts=192",
+    "trainer.steps_per_epoch=256",
+    "replay.capacity=1024",
+    "tracking.video=false",
+    "tracking.eval_episodes=0",
+    "trainer.progress_bar=false",
+]
+
+
+@pytest.mark.parametrize(
+    "preset",
+    [
+        "demo",
+        "ife_der_100k",
+        "ife_fast",
+        "env=revisiting",
+        "trainer=cpu",
+        "replay=small",
+        "optim=fast",
+        "tracking=local",
+    ],
+)
+def test_shipped_presets_run_a_few_steps(workdir: Path, preset: str) -> None:
+    # Only the budget is shrunk (and the 2^20 Fast-Rainbow buffer, 59 GB at full size).
+    cfg = compose([preset, *BUDGET, *tracking_args(workdir)])
+    task, _, _ = train(cfg)
+    assert task.env_steps == 256
+    expected = round((256 - 192) * cfg.agent.updates_per_step)
+    assert task.updates == expected > 0

@@ -1,0 +1,142 @@
+"""``ife bench`` pieces on tiny budgets (real ALE games), and the env's fast collector path.
+
+No timing thresholds here: rates are only checked to be positive and finite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import torch
+from tensordict.nn import TensorDictModule
+from torchrl.collectors import Collector
+
+from ife_platform import bench
+from ife_platform.envs import AtariVecEnv
+
+
+def _positive(x: float) -> bool:
+    return math.isfinite(x) and x > 0
+
+
+def test_replay_bytes_per_transition_is_pixels_plus_exact_overhead() -> None:
+    out = bench.bench_replay(transitions=40, capacity=64)
+    assert out["capacity"] == 64
+    assert 0 < out["stored"] <= 40
+    assert out["dtypes"]["obs"] == out["dtypes"]["next_obs"] == "uint8"
+    per_key = out["per_key_bytes_per_transition"]
+    assert per_key["obs"] == per_key["next_obs"] == 4 * 84 * 84
+    # Everything else, from the dtypes of the stored scalars: action int64, reward and discount
+    # float32, plus whatever TorchRL adds (its "index" int64); nothing else is stored per slot.
+    sizes = {"int64": 8, "float32": 4, "uint8": 1, "bool": 1, "int32": 4}
+    overhead = sum(
+        sizes[out["dtypes"][k]] for k in per_key if k not in ("obs", "next_obs")
+    )
+    assert {"action", "reward", "discount"} <= set(per_key)
+    assert out["bytes_per_transition"] == bench.PIXEL_BYTES_PER_TRANSITION + overhead
+    assert out["overhead_bytes"] == overhead
+    assert out["total_bytes"] == out["bytes_per_transition"] * 64
+
+
+def test_storage_bytes_counts_every_stored_tensor() -> None:
+    from tensordict import TensorDict
+    from torchrl.data import LazyTensorStorage, ReplayBuffer
+
+    rb = ReplayBuffer(storage=LazyTensorStorage(10))
+    rb.extend(
+        TensorDict(
+            obs=torch.zeros(3, 4, 84, 84, dtype=torch.uint8),
+            extra=TensorDict(x=torch.zeros(3, 2, dtype=torch.float64), batch_size=[3]),
+            batch_size=[3],
+        )
+    )
+    out = bench.storage_bytes(rb)
+    assert out["per_key_bytes_per_transition"] == {"obs": 4 * 84 * 84, "extra/x": 16.0}
+    assert out["bytes_per_transition"] == 4 * 84 * 84 + 16
+
+
+def test_env_bench_reports_positive_rates_for_every_variant() -> None:
+    out = bench.bench_env("pong", 2, vector_steps=8, rounds=1, big_batch_steps=4)
+    variants = out["variants"]
+    assert list(variants) == [
+        "raw ale-py vector env",
+        "platform fpb=2 (training)",
+        "platform fpb=8",
+        "platform fpb=2, tuned collector",
+    ]
+    assert variants["raw ale-py vector env"]["ratio"] == 1.0
+    for v in variants.values():
+        assert len(v["samples"]) == 1
+        assert _positive(v["steps_per_s"]) and _positive(v["ratio"])
+
+
+def test_learner_rates_platform_and_bare_loop_are_positive() -> None:
+    cfg = bench.learner_config("der_cnn", learning_starts=30, updates=6, capacity=200)
+    assert cfg.agent.batch_size == 32 and cfg.env.num_envs == 1
+    assert _positive(bench.platform_learner_rate(cfg, warmup=1))
+    assert _positive(bench.bare_learner_rate(cfg, warmup=1))
+
+
+def test_bare_loop_nstep_windows() -> None:
+    ns = bench._NStep(3, 0.5)
+    assert ns.push("s0", 0, 1.0, False, False, "s1") == []
+    assert ns.push("s1", 1, 2.0, False, False, "s2") == []
+    (t,) = ns.push("s2", 2, 4.0, False, False, "s3")  # full window: G = 1 + 0.5*2 + 0.25*4
+    assert t == ("s0", 0, 3.0, 0.125, "s3")
+    out = ns.push("s3", 3, 8.0, True, False, "s4")  # terminal: flush, no bootstrap
+    assert [(o[0], o[2], o[3]) for o in out] == [("s1", 2.0 + 2.0 + 2.0, 0.0),
+                                                 ("s2", 4.0 + 4.0, 0.0), ("s3", 8.0, 0.0)]
+
+
+def test_main_writes_json(tmp_path) -> None:
+    path = tmp_path / "bench.json"
+    assert bench.main(["--sections", "replay", "--json", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert data["machine"]["torch_threads"] >= 1
+    assert data["replay"]["bytes_per_transition"] >= bench.PIXEL_BYTES_PER_TRANSITION
+
+
+class _SeededRandomActor:
+    def __init__(self, num_actions: int) -> None:
+        self.n, self.g = num_actions, torch.Generator().manual_seed(3)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.randint(self.n, (pixels.shape[0],), generator=self.g)
+
+
+def test_fast_step_and_reset_matches_torchrl_generic_path() -> None:
+    """The env's single-pass collector path yields bit-identical batches to TorchRL's own.
+
+    Breakout with a short frame cap: life losses, game overs and truncations all happen.
+    """
+
+    def collector(fast: bool) -> Collector:
+        env = AtariVecEnv("breakout", 3, seed=5, max_episode_frames=800, noop_max=5)
+        env.fast_step_and_reset = fast
+        policy = TensorDictModule(
+            _SeededRandomActor(env.num_actions), in_keys=["pixels"], out_keys=["action"]
+        )
+        return Collector(env, policy, frames_per_batch=3 * 5, total_frames=-1, trust_policy=True)
+
+    fast, generic = collector(True), collector(False)
+    counts = np.zeros(3, dtype=int)
+    try:
+        for i, (a, b) in enumerate(zip(fast, generic, strict=False)):
+            assert i < 300, f"not every kind of episode end seen: {counts}"
+            keys = set(a.keys(True, True))
+            assert keys == set(b.keys(True, True))
+            for k in keys:
+                assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+                assert torch.equal(a[k], b[k]), k
+            nxt = a["next"]
+            counts += [int(nxt["life_lost"].sum()), int(nxt["terminated"].sum()),
+                       int((nxt["done"] & ~nxt["terminated"]).sum())]
+            if counts.min() >= 1 and counts.sum() >= 6:
+                break
+    finally:
+        fast.shutdown()
+        generic.shutdown()
+    life_losses, game_overs, truncations = counts
+    assert life_losses >= 1 and game_overs >= 1 and truncations >= 1
