@@ -82,7 +82,8 @@ def machine_info() -> dict[str, Any]:
         "ale_py": ale_py.__version__,
         "lightning": lightning.__version__,
         "torch_threads": torch.get_num_threads(),
-        "torch_parallel_backend": "OpenMP" if "OpenMP" in torch.__config__.parallel_info()
+        "torch_parallel_backend": "OpenMP"
+        if "OpenMP" in torch.__config__.parallel_info()
         else "other",
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp spins)"),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -158,18 +159,18 @@ class RandomActor:
         return torch.randint(self.num_actions, (pixels.shape[0],), generator=self.generator)
 
 
-#: Collector options beyond the task's, measured as a proposal (see docs/benchmarks.md).
-TUNED_COLLECTOR_KWARGS: dict[str, Any] = {
-    "device": "cpu",  # policy, env and storage on one device: no per-step TensorDict.to()
-    "track_traj_ids": False,  # the n-step accumulator does not read ("collector", "traj_ids")
-    "return_same_td": True,  # ReplayStream copies what it keeps before the next batch
-}
+def make_platform_collector(
+    env, frames_per_batch: int, *, torchrl_defaults: bool = False, seed: int = 0
+):
+    """A ``Collector`` over ``env`` built like ``RainbowTask.build_stream`` (random policy).
 
-
-def make_platform_collector(env, frames_per_batch: int, *, tuned: bool = False, seed: int = 0):
-    """A ``Collector`` over ``env`` built like ``RainbowTask.build_stream`` (random policy)."""
+    ``torchrl_defaults=True`` leaves out the task's :data:`tasks.rainbow.COLLECTOR_KWARGS`
+    (CPU device, no trajectory ids, reused output buffer), to measure what they save.
+    """
     from tensordict.nn import TensorDictModule
     from torchrl.collectors import Collector
+
+    from ife_platform.tasks.rainbow import COLLECTOR_KWARGS
 
     policy = TensorDictModule(
         RandomActor(env.num_actions, seed), in_keys=["pixels"], out_keys=["action"]
@@ -180,7 +181,8 @@ def make_platform_collector(env, frames_per_batch: int, *, tuned: bool = False, 
         frames_per_batch=frames_per_batch,
         total_frames=-1,
         trust_policy=True,
-        **(TUNED_COLLECTOR_KWARGS if tuned else {}),
+        auto_register_policy_transforms=False,
+        **({} if torchrl_defaults else COLLECTOR_KWARGS),
     )
 
 
@@ -196,7 +198,7 @@ def bench_env(
     vector_steps: int = 256,
     rounds: int = 5,
     big_batch_steps: int = 16,
-    tuned: bool = True,
+    compare_defaults: bool = True,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Env steps/s of the raw vector env and of the platform's collector, interleaved.
@@ -207,7 +209,8 @@ def bench_env(
         vector_steps: vector steps per measurement (a multiple of ``big_batch_steps``).
         rounds: interleaved measurements per variant; medians are reported.
         big_batch_steps: vector steps per batch of the "larger frames_per_batch" variant.
-        tuned: also measure the training batch size with :data:`TUNED_COLLECTOR_KWARGS`.
+        compare_defaults: also measure the training batch size with TorchRL's default
+            collector options (without ``tasks.rainbow.COLLECTOR_KWARGS``).
         seed: seed of the emulators and of the random actions.
 
     Returns:
@@ -233,14 +236,14 @@ def bench_env(
         f"platform fpb={num_envs} (training)": (1, False),
         f"platform fpb={num_envs * big_batch_steps}": (big_batch_steps, False),
     }
-    if tuned:
-        variants[f"platform fpb={num_envs}, tuned collector"] = (1, True)
+    if compare_defaults:
+        variants[f"platform fpb={num_envs}, TorchRL default collector"] = (1, True)
     samplers: dict[str, Callable[[], float]] = {"raw ale-py vector env": raw}
     closers: list[Callable[[], None]] = [vec.close]
-    for name, (steps_per_batch, tuned_kwargs) in variants.items():
+    for name, (steps_per_batch, defaults) in variants.items():
         env = AtariVecEnv(game, num_envs, seed=seed)
         collector = make_platform_collector(
-            env, num_envs * steps_per_batch, tuned=tuned_kwargs, seed=seed
+            env, num_envs * steps_per_batch, torchrl_defaults=defaults, seed=seed
         )
         it = iter(collector)
         next(it)  # allocate buffers, first reset
@@ -324,8 +327,13 @@ def _quiet_lightning() -> None:
     import logging
     import warnings
 
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning",
-                 "torchrl"):
+    for name in (
+        "lightning",
+        "lightning.pytorch",
+        "lightning.fabric",
+        "pytorch_lightning",
+        "torchrl",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -516,12 +524,23 @@ def bare_learner_rate(cfg, *, warmup: int = 3, seed: int = 0) -> float:
                 target_next = target(b["next_obs"])
             if online.distributional:
                 terms = categorical_double_q_loss(
-                    out, b["action"], online_next, target_next, b["reward"], b["discount"],
-                    online.support, weights,
+                    out,
+                    b["action"],
+                    online_next,
+                    target_next,
+                    b["reward"],
+                    b["discount"],
+                    online.support,
+                    weights,
                 )
             else:
                 terms = huber_double_q_loss(
-                    out, b["action"], online_next, target_next, b["reward"], b["discount"],
+                    out,
+                    b["action"],
+                    online_next,
+                    target_next,
+                    b["reward"],
+                    b["discount"],
                     weights,
                 )
             opt.zero_grad(set_to_none=True)
@@ -548,9 +567,7 @@ def bench_learner(
     game: str = "pong",
 ) -> dict[str, Any]:
     """Platform vs bare-loop updates/s for one extractor, interleaved, medians."""
-    cfg = learner_config(
-        extractor, game=game, learning_starts=learning_starts, updates=updates
-    )
+    cfg = learner_config(extractor, game=game, learning_starts=learning_starts, updates=updates)
     results = interleave(
         {
             "platform (RainbowTask + Lightning)": lambda: platform_learner_rate(cfg, warmup=warmup),
@@ -618,7 +635,11 @@ def bench_replay(
     from ife_platform.tasks.rainbow import RainbowTask
 
     cfg = learner_config(
-        extractor, game=game, learning_starts=transitions, updates=1, capacity=capacity,
+        extractor,
+        game=game,
+        learning_starts=transitions,
+        updates=1,
+        capacity=capacity,
         extra=("agent.n_step=3",),
     )
     task = RainbowTask(cfg)
@@ -694,8 +715,11 @@ def format_report(results: dict[str, Any]) -> str:
             f"  {'limit 2*4*84*84 (uint8 obs + next_obs)':40s} {rep['limit_bytes']:>10,}"
             f"  overhead {rep['overhead_bytes']:,.0f} B",
         ]
-    lines += ["", f"load average at end: {results.get('load_average_end')}",
-              f"wall time: {results.get('wall_s', 0):.0f} s"]
+    lines += [
+        "",
+        f"load average at end: {results.get('load_average_end')}",
+        f"wall time: {results.get('wall_s', 0):.0f} s",
+    ]
     return "\n".join(lines)
 
 
@@ -709,23 +733,37 @@ def main(argv: list[str]) -> int:
         prog="ife bench",
         description="Platform vs framework-free throughput, measured side by side.",
     )
-    parser.add_argument("--sections", default="env,learner,replay",
-                        help="comma list of env, learner, replay (default: all)")
+    parser.add_argument(
+        "--sections",
+        default="env,learner,replay",
+        help="comma list of env, learner, replay (default: all)",
+    )
     parser.add_argument("--quick", action="store_true", help="small budgets (about a minute)")
     parser.add_argument("--game", default="pong")
     parser.add_argument("--num-envs", default="8,64", help="env section: comma list")
     parser.add_argument("--env-rounds", type=int, default=None)
-    parser.add_argument("--frames", type=int, default=None,
-                        help="env section: agent steps per measurement (all envs together)")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="env section: agent steps per measurement (all envs together)",
+    )
     parser.add_argument("--extractors", default="ife,der_cnn", help="learner section: comma list")
-    parser.add_argument("--updates", type=int, default=None,
-                        help="learner section: updates per measurement (der_cnn runs 4x more)")
+    parser.add_argument(
+        "--updates",
+        type=int,
+        default=None,
+        help="learner section: updates per measurement (der_cnn runs 4x more)",
+    )
     parser.add_argument("--learner-rounds", type=int, default=None)
     parser.add_argument("--learning-starts", type=int, default=200)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--profile", default=None,
-                        help="learner: write a cProfile dump of one platform run per extractor "
-                             "to PATH.<extractor>.prof (not timed)")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="learner: write a cProfile dump of one platform run per extractor "
+        "to PATH.<extractor>.prof (not timed)",
+    )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     opts = parser.parse_args(argv)
 
@@ -751,21 +789,25 @@ def main(argv: list[str]) -> int:
         results["env"] = []
         for n in _ints(opts.num_envs):
             steps = max(16, frames // n)
-            results["env"].append(
-                bench_env(opts.game, n, vector_steps=steps, rounds=env_rounds)
-            )
+            results["env"].append(bench_env(opts.game, n, vector_steps=steps, rounds=env_rounds))
             print(f"  env {n} envs done ({time.perf_counter() - start:.0f} s)", flush=True)
     if "learner" in sections:
         results["learner"] = []
         for name in [x for x in opts.extractors.split(",") if x]:
             n_up = updates * (4 if name in ("der_cnn", "nature_cnn") else 1)
             if opts.profile:
-                cfg = learner_config(name, game=opts.game,
-                                     learning_starts=opts.learning_starts, updates=n_up)
+                cfg = learner_config(
+                    name, game=opts.game, learning_starts=opts.learning_starts, updates=n_up
+                )
                 platform_learner_rate(cfg, profile=f"{opts.profile}.{name}.prof")
             results["learner"].append(
-                bench_learner(name, updates=n_up, rounds=learner_rounds,
-                              learning_starts=opts.learning_starts, game=opts.game)
+                bench_learner(
+                    name,
+                    updates=n_up,
+                    rounds=learner_rounds,
+                    learning_starts=opts.learning_starts,
+                    game=opts.game,
+                )
             )
             print(f"  learner {name} done ({time.perf_counter() - start:.0f} s)", flush=True)
     if "replay" in sections:

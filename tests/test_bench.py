@@ -64,7 +64,7 @@ def test_env_bench_reports_positive_rates_for_every_variant() -> None:
         "raw ale-py vector env",
         "platform fpb=2 (training)",
         "platform fpb=8",
-        "platform fpb=2, tuned collector",
+        "platform fpb=2, TorchRL default collector",
     ]
     assert variants["raw ale-py vector env"]["ratio"] == 1.0
     for v in variants.values():

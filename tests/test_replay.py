@@ -1,0 +1,62 @@
+"""GatherTensorStorage: same samples as TorchRL's LazyTensorStorage, read with index_select."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict
+from torchrl.data import LazyTensorStorage, TensorDictPrioritizedReplayBuffer
+
+from ife_platform.rainbow.replay import GatherTensorStorage
+
+
+def _buffer(storage_cls: type[LazyTensorStorage], tmp_seed: int = 3):
+    return TensorDictPrioritizedReplayBuffer(
+        alpha=0.5,
+        beta=0.4,
+        priority_key="td_error",
+        storage=storage_cls(64),
+        batch_size=8,
+        generator=torch.Generator().manual_seed(tmp_seed),
+    )
+
+
+def _data(n: int, offset: int) -> TensorDict:
+    g = torch.Generator().manual_seed(offset)
+    return TensorDict(
+        {
+            "obs": torch.randint(0, 256, (n, 4, 84, 84), dtype=torch.uint8, generator=g),
+            "action": torch.arange(offset, offset + n),
+            "reward": torch.rand(n, generator=g),
+        },
+        batch_size=[n],
+    )
+
+
+def test_prioritized_samples_are_identical_to_lazy_tensor_storage() -> None:
+    plain, gather = _buffer(LazyTensorStorage), _buffer(GatherTensorStorage)
+    for rb in (plain, gather):
+        rb.extend(_data(40, 0))
+        rb.extend(_data(40, 40))  # wraps around the 64-slot ring
+    for step in range(10):
+        a, b = plain.sample(), gather.sample()
+        assert torch.equal(a["index"], b["index"])
+        for key in ("obs", "action", "reward", "priority_weight"):
+            assert torch.equal(a[key], b[key]), key
+        assert b["obs"].dtype == torch.uint8
+        # Slot k holds the transition written last into it: action == 40 + k for k < 16.
+        idx = b["index"]
+        assert torch.equal(b["action"], torch.where(idx < 16, idx + 64, idx))
+        td = 1.0 + torch.rand(8, generator=torch.Generator().manual_seed(step))
+        for rb, batch in ((plain, a), (gather, b)):
+            batch.set("td_error", td)
+            rb.update_tensordict_priority(batch)
+
+
+def test_other_index_forms_still_work() -> None:
+    storage = GatherTensorStorage(16)
+    rb = TensorDictPrioritizedReplayBuffer(
+        alpha=0.5, beta=0.4, priority_key="td_error", storage=storage, batch_size=4
+    )
+    rb.extend(_data(10, 0))
+    assert rb[3]["action"].item() == 3
+    assert rb[2:5]["action"].tolist() == [2, 3, 4]
