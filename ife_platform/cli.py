@@ -21,6 +21,8 @@ _USAGE = """\
 ife train [PRESET | FILE.yaml ...] [key=value ...]
 ife evaluate CHECKPOINT [key=value ...]
 ife ui [--port PORT] [tracking.uri=URI]
+ife presets
+ife bench [--quick] [--sections env,learner,replay] [--json FILE]
 
 Presets: see `ife presets`. Common keys: agent=rainbow_der|rainbow_fast, env.game=pong,
 model.extractor=ife|cnn_attention|impala|der_cnn|nature_cnn, train.total_steps=N, seed=N,
@@ -327,7 +329,20 @@ def cmd_presets(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "ui": cmd_ui, "presets": cmd_presets}
+def cmd_bench(args: list[str]) -> int:
+    """``ife bench``: platform vs framework-free throughput (see docs/benchmarks.md)."""
+    from ife_platform import bench
+
+    return bench.main(args)
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "ui": cmd_ui,
+    "presets": cmd_presets,
+    "bench": cmd_bench,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
