@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -118,6 +117,7 @@ def train(cfg: Any, extra_callbacks: Sequence[Any] = ()) -> tuple[Any, Any, str]
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import MLFlowLogger
 
+    from ife_platform.agents import eval_env_kwargs
     from ife_platform.callbacks.artifacts import CheckpointArtifact
     from ife_platform.callbacks.evaluation import DDPWeightCheck, FinalEvaluation
     from ife_platform.tasks.rainbow import RainbowTask, total_epochs
@@ -162,7 +162,7 @@ def train(cfg: Any, extra_callbacks: Sequence[Any] = ()) -> tuple[Any, Any, str]
             video=cfg.tracking.video,
             video_max_steps=cfg.tracking.video_max_steps,
             out_dir=out_dir,
-            env_kwargs=_eval_env_kwargs(cfg),
+            env_kwargs=eval_env_kwargs(cfg),
             seed=cfg.seed + 12345,
         ),
         *extra_callbacks,
@@ -202,56 +202,23 @@ def train(cfg: Any, extra_callbacks: Sequence[Any] = ()) -> tuple[Any, Any, str]
     return task, trainer, run_id
 
 
-def _eval_env_kwargs(cfg: Any) -> dict[str, Any]:
-    e = cfg.env
-    return {
-        "sticky_actions": e.sticky_actions,
-        "full_action_space": e.full_action_space,
-        "noop_max": e.noop_max,
-        "frame_skip": e.frame_skip,
-        "frame_stack": e.frame_stack,
-        "max_episode_frames": e.max_episode_frames,
-        "fire_reset": e.fire_reset,
-    }
-
-
 def cmd_evaluate(args: list[str]) -> int:
     """``ife evaluate CHECKPOINT [key=value ...]``: raw scores, HNS and a mask video."""
     if not args or "=" in args[0]:
-        raise ConfigError("usage: ife evaluate CHECKPOINT [key=value ...]")
-    from omegaconf import OmegaConf
+        raise ConfigError("usage: ife evaluate CHECKPOINT_or_RUN_ID [key=value ...]")
+    import mlflow
 
-    from ife_platform.checkpoint import load_checkpoint
+    from ife_platform.agents import eval_env_kwargs, load_agent, log_run
+    from ife_platform.evaluation import evaluate
     from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
 
-    ckpt = load_checkpoint(args[0])
-    state = ckpt["ife"]
-    saved = OmegaConf.create(state["config"])
-    # The checkpoint's config, then the user's overrides (e.g. tracking.eval_episodes=10).
-    preset_args = [f"agent={saved.agent.name}"]
-    with tempfile.TemporaryDirectory() as tmp:
-        saved_file = Path(tmp) / "checkpoint_config.yaml"
-        OmegaConf.save(saved, saved_file)
-        cfg = compose([*preset_args, str(saved_file), *args[1:]])
+    agent = load_agent(args[0], args[1:])
+    cfg = agent.cfg
     uri = resolve_tracking_uri(cfg.tracking.uri)
     check_tracking_reachable(uri)
-
-    import mlflow
-    import torch
-
-    from ife_platform.evaluation import evaluate
-    from ife_platform.tasks.rainbow import build_network
-
-    network = build_network(cfg, state["num_actions"])
-    online = {
-        k[len("online.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("online.")
-    }
-    network.load_state_dict(online)
-    network.to("cuda" if torch.cuda.is_available() else "cpu")
-    run_id = state.get("run_id")
-    out_dir = Path(cfg.tracking.output_dir).resolve() / (run_id or "evaluate")
+    out_dir = Path(cfg.tracking.output_dir).resolve() / (agent.run_id or "evaluate")
     result = evaluate(
-        network,
+        agent.network,
         cfg.env.game,
         episodes=cfg.tracking.eval_episodes,
         epsilon=cfg.agent.eval_epsilon,
@@ -259,23 +226,12 @@ def cmd_evaluate(args: list[str]) -> int:
         max_steps=cfg.tracking.eval_max_steps,
         video_path=out_dir / "videos" / "evaluate_mask.mp4" if cfg.tracking.video else None,
         video_max_steps=cfg.tracking.video_max_steps,
-        env_kwargs=_eval_env_kwargs(cfg),
+        env_kwargs=eval_env_kwargs(cfg),
     )
+    run_id = log_run(uri, agent, cfg, "evaluate")
     client = mlflow.MlflowClient(uri)
-    if run_id is not None:
-        try:
-            client.get_run(run_id)
-        except mlflow.exceptions.MlflowException:
-            run_id = None
-    if run_id is None:  # the checkpoint's run is not in this store: log to a new run
-        from ife_platform.tracking import ensure_experiment
-
-        exp_id = ensure_experiment(client, cfg.tracking.experiment)
-        run_id = client.create_run(exp_id, run_name="evaluate").info.run_id
-        client.set_terminated(run_id)
-    step = int(state["counters"]["env_steps"])
     for key, value in result.metrics("evaluate/").items():
-        client.log_metric(run_id, key, value, step=step)
+        client.log_metric(run_id, key, value, step=agent.env_steps)
     if result.video_path is not None:
         client.log_artifact(run_id, str(result.video_path), "videos")
     print(f"{cfg.env.game}: {len(result.returns)} games")

@@ -145,6 +145,30 @@ class TrackingConfig:
 
 
 @dataclass
+class ExplainConfig:
+    """``ife explain`` / ``ife compare``: interpretability measurements on evaluation episodes."""
+
+    episodes: int = 1  # evaluation games played and recorded
+    max_steps: int = 2000  # agent steps per game at most
+    objects: str = "auto"  # object ground truth: auto | builtin | ocatari | none
+    relevant: list[str] = field(
+        default_factory=lambda: ["player", "enemy", "ball", "projectile"]
+    )  # object categories that make up the box set B of the alignment metrics
+    tolerance_cells: int = 0  # pointing-game tolerance in mask cells (Chebyshev distance)
+    analysis_frames: int = 32  # frames (evenly spaced) for leakage, faithfulness, sanity, saliency
+    saliency: bool = False  # Greydanus saliency panel + metrics (always on without attention)
+    saliency_stride: int = 5  # grid stride in observation pixels (Greydanus et al. 2018)
+    saliency_sigma: float = 5.0  # Gaussian perturbation radius in observation pixels
+    deletion_steps: int = 16  # points of the deletion / insertion curves
+    deletion_baseline: str = "blur"  # what deleted pixels become: blur | zero
+    random_orders: int = 3  # random orders averaged for the reference curves
+    video: bool = True  # mp4: raw frame | mask overlay [| saliency]
+    video_max_steps: int = 1000  # frames in the mp4 at most
+    grid: bool = True  # draw the mask cell grid in the overlay
+    table: str = "csv"  # per-frame table format: csv | parquet
+
+
+@dataclass
 class TrainConfig:
     """Budget."""
 
@@ -163,6 +187,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
     seed: int = 0
     resume: str | None = None  # MLflow run id or checkpoint path to continue from
 
@@ -395,6 +420,33 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"env.sticky_actions must be in [0, 1), got {cfg.env.sticky_actions}")
     if cfg.agent.updates_per_step <= 0:
         raise ConfigError(f"agent.updates_per_step must be > 0, got {cfg.agent.updates_per_step}")
+    _validate_explain(cfg.explain)
+
+
+EXPLAIN_CHOICES = {
+    "objects": ["auto", "builtin", "ocatari", "none"],
+    "deletion_baseline": ["blur", "zero"],
+    "table": ["csv", "parquet"],
+}
+OBJECT_CATEGORIES = ["player", "enemy", "ball", "projectile", "other"]
+
+
+def _validate_explain(x: DictConfig) -> None:
+    for key, choices in EXPLAIN_CHOICES.items():
+        if x[key] not in choices:
+            raise ConfigError(f"explain.{key}: " + _choices_msg(key, x[key], choices))
+    for cat in x.relevant:
+        if cat not in OBJECT_CATEGORIES:
+            raise ConfigError(
+                "explain.relevant: " + _choices_msg("category", cat, OBJECT_CATEGORIES)
+            )
+    for key in ("episodes", "max_steps", "analysis_frames", "saliency_stride", "random_orders"):
+        if x[key] <= 0:
+            raise ConfigError(f"explain.{key} must be positive, got {x[key]}")
+    if x.deletion_steps < 2:
+        raise ConfigError(f"explain.deletion_steps must be at least 2, got {x.deletion_steps}")
+    if x.tolerance_cells < 0 or x.saliency_sigma <= 0:
+        raise ConfigError("explain.tolerance_cells must be >= 0 and explain.saliency_sigma > 0")
 
 
 def to_yaml(cfg: DictConfig) -> str:
