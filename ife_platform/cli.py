@@ -19,6 +19,7 @@ EXIT_BAD_INPUT = 2
 _USAGE = """\
 ife train [PRESET | FILE.yaml ...] [key=value ...]
 ife evaluate CHECKPOINT [key=value ...]
+ife explain CHECKPOINT_or_RUN_ID [key=value ...]
 ife ui [--port PORT] [tracking.uri=URI]
 ife presets
 ife bench [--quick] [--sections env,learner,replay] [--json FILE]
@@ -152,6 +153,9 @@ def train(cfg: Any, extra_callbacks: Sequence[Any] = ()) -> tuple[Any, Any, str]
             save_top_k=0,
             every_n_epochs=1,
             save_on_train_epoch_end=True,
+            # Always overwrite last.ckpt: with the counter, Lightning's own end-of-training save
+            # after CheckpointArtifact's wrote last-v1.ckpt and resume picked the stale file.
+            enable_version_counter=False,
         ),
         CheckpointArtifact(),
         DDPWeightCheck(),
@@ -245,6 +249,67 @@ def cmd_evaluate(args: list[str]) -> int:
     return 0
 
 
+def _log_outputs(uri: str, run_id: str, paths: list[Path], artifact_dir: str) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    for path in paths:
+        client.log_artifact(run_id, str(path), artifact_dir)
+
+
+def _numeric(summary: dict[str, Any]) -> dict[str, float]:
+    import math
+
+    return {
+        k: float(v)
+        for k, v in summary.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+def cmd_explain(args: list[str]) -> int:
+    """``ife explain CHECKPOINT_or_RUN_ID [key=value ...]``: measure what the agent attends."""
+    if not args or "=" in args[0]:
+        raise ConfigError("usage: ife explain CHECKPOINT_or_RUN_ID [key=value ...]")
+    import time
+
+    import mlflow
+
+    from ife_platform.agents import eval_env_kwargs, load_agent, log_run
+    from ife_platform.envs import AtariEvalEnv
+    from ife_platform.interpret import explain as E
+    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
+
+    agent = load_agent(args[0], args[1:])
+    cfg, x = agent.cfg, agent.cfg.explain
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    check_tracking_reachable(uri)
+    objects, note = E.resolve_objects(cfg.env.game, x.objects)
+    env = AtariEvalEnv(cfg.env.game, seed=cfg.seed + 54321, **eval_env_kwargs(cfg))
+    rec = E.record(
+        agent.network,
+        env,
+        episodes=x.episodes,
+        max_steps=x.max_steps,
+        epsilon=cfg.agent.eval_epsilon,
+        seed=cfg.seed + 54321,
+        objects=objects,
+        video_max_steps=x.video_max_steps if x.video else 0,
+    )
+    exp = E.analyse(agent.network, rec, x, seed=cfg.seed, objects_note=note)
+    run_id = log_run(uri, agent, cfg, "explain")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = Path(cfg.tracking.output_dir).resolve() / run_id / f"explain-{stamp}"
+    paths = E.write_outputs(rec, exp, x, folder)
+    _log_outputs(uri, run_id, paths, f"explain/{stamp}")
+    client = mlflow.MlflowClient(uri)
+    for key, value in _numeric(exp.summary).items():
+        client.log_metric(run_id, f"explain/{key}", value, step=agent.env_steps)
+    print(E.format_summary(exp.summary, exp.notes))
+    print(f"files: {folder}\nlogged to MLflow run {run_id} in {uri} (artifacts explain/{stamp})")
+    return 0
+
+
 def cmd_ui(args: list[str]) -> int:
     """``ife ui``: the MLflow UI for the local store, bound to 127.0.0.1."""
     from ife_platform.tracking import resolve_tracking_uri
@@ -298,6 +363,7 @@ COMMANDS = {
     "ui": cmd_ui,
     "presets": cmd_presets,
     "bench": cmd_bench,
+    "explain": cmd_explain,
 }
 
 

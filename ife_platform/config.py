@@ -155,7 +155,8 @@ class ExplainConfig:
         default_factory=lambda: ["player", "enemy", "ball", "projectile"]
     )  # object categories that make up the box set B of the alignment metrics
     tolerance_cells: int = 0  # pointing-game tolerance in mask cells (Chebyshev distance)
-    analysis_frames: int = 32  # frames (evenly spaced) for leakage, faithfulness, sanity, saliency
+    analysis_frames: int = 32  # frames (evenly spaced) for faithfulness, sanity and saliency
+    leakage_frames: int = 4  # of those, frames whose every cell window is perturbed (leakage)
     saliency: bool = False  # Greydanus saliency panel + metrics (always on without attention)
     saliency_stride: int = 5  # grid stride in observation pixels (Greydanus et al. 2018)
     saliency_sigma: float = 5.0  # Gaussian perturbation radius in observation pixels
@@ -440,7 +441,8 @@ def _validate_explain(x: DictConfig) -> None:
             raise ConfigError(
                 "explain.relevant: " + _choices_msg("category", cat, OBJECT_CATEGORIES)
             )
-    for key in ("episodes", "max_steps", "analysis_frames", "saliency_stride", "random_orders"):
+    positive = ("episodes", "max_steps", "analysis_frames", "leakage_frames", "saliency_stride")
+    for key in (*positive, "random_orders"):
         if x[key] <= 0:
             raise ConfigError(f"explain.{key} must be positive, got {x[key]}")
     if x.deletion_steps < 2:

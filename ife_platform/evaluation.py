@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +52,104 @@ class EvalResult:
         return out
 
 
+@dataclass
+class StepView:
+    """What an observer of :func:`play` sees at each agent step, before the action is applied.
+
+    Attributes:
+        episode: game index.
+        t: agent step within the game.
+        obs: uint8 ``[stack, 84, 84]`` observation the network acted on.
+        frame: uint8 ``[210, 160, 3]`` raw RGB screen of that observation's last frame.
+        q: ``[A]`` Q-values (float32, CPU).
+        mask: ``[rows, cols]`` attention mask of this forward (CPU), or None.
+        action: the action taken.
+        env: the live :class:`AtariEvalEnv` (e.g. ``env.ale`` for RAM-based object boxes).
+    """
+
+    episode: int
+    t: int
+    obs: np.ndarray
+    frame: np.ndarray
+    q: torch.Tensor
+    mask: torch.Tensor | None
+    action: int
+    env: AtariEvalEnv
+
+
 @torch.no_grad()
+def play(
+    network: QNetwork,
+    env: AtariEvalEnv,
+    *,
+    episodes: int,
+    epsilon: float,
+    seed: int,
+    max_steps: int,
+    observer: Callable[[StepView], None] | None = None,
+) -> EvalResult:
+    """Play whole games with a network (eval mode, greedy with probability ``1 - epsilon``).
+
+    The one evaluation loop of the platform: :func:`evaluate` and ``ife explain`` differ only
+    in their observer. The network's train/eval flag is restored afterwards.
+
+    Args:
+        network: the Q-network (any extractor).
+        env: an :class:`AtariEvalEnv` with the network's action set.
+        episodes: number of games.
+        epsilon: evaluation epsilon.
+        seed: seeds epsilon's generator.
+        max_steps: agent-step cap per game.
+        observer: called at every step with a :class:`StepView`.
+
+    Returns:
+        Raw scores and lengths of the games.
+    """
+    if env.num_actions != network.num_actions:
+        raise ValueError(
+            f"the network has {network.num_actions} actions but {env.game} has "
+            f"{env.num_actions} with this action set (check env.full_action_space)"
+        )
+    was_training = network.training
+    network.eval()
+    device = network.support.device
+    rng = np.random.default_rng(seed)
+    result = EvalResult(env.game)
+    try:
+        for episode in range(episodes):
+            obs, frame = env.reset()
+            total, steps = 0.0, 0
+            while steps < max_steps:
+                x = torch.from_numpy(obs).unsqueeze(0).to(device)
+                q = network.q_values(x)[0]
+                action = int(q.argmax().item())
+                if epsilon > 0 and rng.random() < epsilon:
+                    action = int(rng.integers(env.num_actions))
+                if observer is not None:
+                    mask = network.attention_mask
+                    view = StepView(
+                        episode,
+                        steps,
+                        obs,
+                        frame,
+                        q.float().cpu(),
+                        None if mask is None else mask[0].float().cpu(),
+                        action,
+                        env,
+                    )
+                    observer(view)
+                obs, reward, over, truncated, frame = env.step(action)
+                total += reward
+                steps += 1
+                if over or truncated:
+                    break
+            result.returns.append(total)
+            result.lengths.append(steps)
+    finally:
+        network.train(was_training)
+    return result
+
+
 def evaluate(
     network: QNetwork,
     game: str,
@@ -82,49 +180,31 @@ def evaluate(
         video_max_steps: agent steps recorded at most.
         env_kwargs: protocol settings for :class:`AtariEvalEnv` (sticky actions, action set...).
     """
-    was_training = network.training
-    network.eval()
-    device = network.support.device
     env = AtariEvalEnv(game, seed=seed, **(env_kwargs or {}))
-    if env.num_actions != network.num_actions:
-        raise ValueError(
-            f"the network has {network.num_actions} actions but {game} has {env.num_actions} "
-            "with this action set (check env.full_action_space)"
-        )
-    rng = np.random.default_rng(seed)
-    result = EvalResult(game)
     extractor = network.extractor
     rects = extractor.cell_screen_rects().cpu().numpy() if extractor.has_attention else None
     recorder = MaskVideoRecorder(rects, max_frames=video_max_steps) if video_path else None
     entropies: list[float] = []
-    try:
-        for episode in range(episodes):
-            obs, frame = env.reset()
-            total, steps = 0.0, 0
-            while steps < max_steps:
-                x = torch.from_numpy(obs).unsqueeze(0).to(device)
-                q = network.q_values(x)
-                mask = network.attention_mask
-                if mask is not None:
-                    m = mask[0].float()
-                    entropies.append(float(-(m * (m + 1e-12).log()).sum()))
-                if recorder is not None and episode == 0:
-                    if mask is not None:
-                        recorder.add(frame, mask[0].float().cpu().numpy())
-                    elif len(recorder) < video_max_steps:
-                        recorder.add(frame, np.zeros((1, 1), np.float32), _FULL_SCREEN)
-                action = int(q.argmax(-1).item())
-                if epsilon > 0 and rng.random() < epsilon:
-                    action = int(rng.integers(env.num_actions))
-                obs, reward, over, truncated, frame = env.step(action)
-                total += reward
-                steps += 1
-                if over or truncated:
-                    break
-            result.returns.append(total)
-            result.lengths.append(steps)
-    finally:
-        network.train(was_training)
+
+    def observe(step: StepView) -> None:
+        if step.mask is not None:
+            m = step.mask
+            entropies.append(float(-(m * (m + 1e-12).log()).sum()))
+        if recorder is not None and step.episode == 0:
+            if step.mask is not None:
+                recorder.add(step.frame, step.mask.numpy())
+            elif len(recorder) < video_max_steps:
+                recorder.add(step.frame, np.zeros((1, 1), np.float32), _FULL_SCREEN)
+
+    result = play(
+        network,
+        env,
+        episodes=episodes,
+        epsilon=epsilon,
+        seed=seed,
+        max_steps=max_steps,
+        observer=observe,
+    )
     if recorder is not None and len(recorder):
         result.video_path = recorder.write(video_path)
     if entropies:

@@ -90,6 +90,10 @@ def test_cli_train_logs_run_then_resume_continues(workdir: Path) -> None:
     _ife_train(workdir, args2)
     assert len(client.search_runs([run.info.experiment_id])) == 1
     ckpt2 = load_checkpoint(workdir / "out" / run_id / "checkpoints" / "last.ckpt")
+    # one checkpoint file, overwritten (no Lightning "last-v1.ckpt" beside a stale last.ckpt)
+    assert sorted(p.name for p in (workdir / "out" / run_id / "checkpoints").iterdir()) == [
+        "last.ckpt"
+    ]
     second = ckpt2["ife"]["counters"]
     # the buffer was not saved: it refills from empty (n-step needs n steps before the first
     # transition), so a few updates fewer than an uninterrupted run

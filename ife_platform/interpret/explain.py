@@ -1,0 +1,643 @@
+"""``ife explain``: record evaluation episodes of a trained agent and measure its attention.
+
+The pipeline, one function each:
+
+1. :func:`record` plays games with :func:`ife_platform.evaluation.play` and keeps, per agent
+   step, the observation, the action, the Q-values, the attention mask (attention extractors)
+   and the object boxes of the frame (:mod:`~ife_platform.interpret.objects`), plus the raw
+   RGB frames of the first ``video_max_steps`` steps.
+2. :func:`analyse` computes the metrics of ``shared/reference/metrics.md``:
+
+   * mask-object alignment per frame (pointing game, mass-in-box, lift, pixel AUROC,
+     per-category recall; :func:`~ife_platform.interpret.metrics.alignment_metrics`);
+   * spatial leakage of the attention logits (:func:`~.perturb.spatial_leakage`);
+   * faithfulness: deletion / insertion curves of the greedy action's Q-value in the order of
+     the importance map against random orders, and the parameter-randomisation sanity check;
+   * Greydanus perturbation saliency (:func:`~.perturb.perturbation_saliency`) when asked,
+     and always for agents without attention, whose importance map it then is.
+
+3. :func:`write_outputs` writes the mp4 (raw | mask overlay [| saliency]), the per-frame
+   table, ``summary.json`` and PNG plots; ``cmd_explain`` logs them to MLflow.
+
+Importance map: the attention mask for attention extractors, the policy saliency otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from ife_platform.envs import AtariEvalEnv
+from ife_platform.evaluation import StepView, play
+from ife_platform.interpret import metrics as M
+from ife_platform.interpret import perturb as P
+from ife_platform.interpret.objects import ObjectBox, ObjectSource
+from ife_platform.rainbow.agent import QNetwork
+
+#: Summary keys shown in the printed table and compared by ``ife compare`` (in this order).
+HEADLINE = (
+    "pointing",
+    "chance_pointing",
+    "mass_in_box",
+    "chance_mass",
+    "lift",
+    "auroc",
+    "leakage",
+    "deletion_gain",
+    "insertion_gain",
+    "sanity_spearman",
+)
+
+
+def pixel_windows(size: int = 84) -> np.ndarray:
+    """``[size, size, 4]`` windows of 1x1 "cells": alignment metrics of a pixel-level map."""
+    idx = np.arange(size)
+    y = np.stack([idx, idx + 1], -1)[:, None, :].repeat(size, 1)
+    x = np.stack([idx, idx + 1], -1)[None, :, :].repeat(size, 0)
+    return np.concatenate([y, x], -1).astype(np.int64)
+
+
+@dataclass
+class Recording:
+    """Everything :func:`record` kept of the evaluation games (T agent steps in total).
+
+    Attributes:
+        game: ale-py game id.
+        obs: uint8 ``[T, stack, 84, 84]``.
+        actions: int64 ``[T]``.
+        q: float32 ``[T, A]``.
+        masks: float32 ``[T, rows, cols]`` or None (no attention).
+        boxes: per step the object boxes, or None (no ground truth).
+        episode: ``[T]`` game index; ``t``: ``[T]`` step within the game.
+        frames: raw RGB frames of the first ``len(frames)`` steps.
+        returns: raw score per game; ``lengths``: steps per game.
+        seconds: wall time of play, recording included.
+    """
+
+    game: str
+    obs: np.ndarray
+    actions: np.ndarray
+    q: np.ndarray
+    masks: np.ndarray | None
+    boxes: list[list[ObjectBox]] | None
+    episode: np.ndarray
+    t: np.ndarray
+    frames: list[np.ndarray]
+    returns: list[float]
+    lengths: list[int]
+    seconds: float
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+
+class _Recorder:
+    """The :func:`play` observer of :func:`record`."""
+
+    def __init__(self, objects: ObjectSource | None, max_frames: int) -> None:
+        self.objects = objects
+        self.max_frames = max_frames
+        self.obs: list[np.ndarray] = []
+        self.q: list[torch.Tensor] = []
+        self.masks: list[torch.Tensor] = []
+        self.actions: list[int] = []
+        self.episode: list[int] = []
+        self.t: list[int] = []
+        self.frames: list[np.ndarray] = []
+        self.boxes: list[list[ObjectBox]] = []
+
+    def __call__(self, step: StepView) -> None:
+        self.obs.append(step.obs.copy())
+        self.q.append(step.q)
+        if step.mask is not None:
+            self.masks.append(step.mask)
+        self.actions.append(step.action)
+        self.episode.append(step.episode)
+        self.t.append(step.t)
+        if len(self.frames) < self.max_frames:
+            self.frames.append(step.frame.copy())
+        if self.objects is not None:
+            self.boxes.append(self.objects.boxes(step.env.ale, step.frame))
+
+
+def record(
+    network: QNetwork,
+    env: AtariEvalEnv,
+    *,
+    episodes: int,
+    max_steps: int,
+    epsilon: float,
+    seed: int,
+    objects: ObjectSource | None = None,
+    video_max_steps: int = 1000,
+) -> Recording:
+    """Play ``episodes`` games and keep what the analysis needs (see :class:`Recording`)."""
+    rec = _Recorder(objects, video_max_steps)
+    t0 = time.perf_counter()
+    result = play(
+        network,
+        env,
+        episodes=episodes,
+        epsilon=epsilon,
+        seed=seed,
+        max_steps=max_steps,
+        observer=rec,
+    )
+    seconds = time.perf_counter() - t0
+    return Recording(
+        game=env.game,
+        obs=np.stack(rec.obs),
+        actions=np.asarray(rec.actions, dtype=np.int64),
+        q=torch.stack(rec.q).numpy(),
+        masks=torch.stack(rec.masks).numpy() if rec.masks else None,
+        boxes=rec.boxes if objects is not None else None,
+        episode=np.asarray(rec.episode),
+        t=np.asarray(rec.t),
+        frames=rec.frames,
+        returns=list(result.returns),
+        lengths=list(result.lengths),
+        seconds=seconds,
+    )
+
+
+@dataclass
+class Explanation:
+    """Result of :func:`analyse`.
+
+    Attributes:
+        rows: per-frame table (one dict per agent step, same keys in every row).
+        summary: flat metrics (means over frames and the frame-sample measurements).
+        notes: human-readable lines about what could not be measured and why.
+        curves: mean deletion / insertion curves (importance order and random order).
+        saliency: ``{frame index: [84, 84] policy saliency}`` for the frames it was computed on.
+        leakage_map: ``[rows, cols]`` leakage per cell, or None.
+        windows: ``[rows, cols, 4]`` cell input windows, or None.
+        cell_rects: ``[rows, cols, 4]`` cell screen rectangles, or None.
+    """
+
+    rows: list[dict[str, float]]
+    summary: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+    saliency: dict[int, np.ndarray] = field(default_factory=dict)
+    leakage_map: np.ndarray | None = None
+    windows: np.ndarray | None = None
+    cell_rects: np.ndarray | None = None
+
+
+def sample_frames(total: int, count: int) -> np.ndarray:
+    """``min(count, total)`` evenly spaced frame indices (first and last included)."""
+    if total <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(np.int64))
+
+
+def _nanmean(values: list[float]) -> float:
+    arr = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(arr)
+    return float(arr[ok].mean()) if ok.any() else float("nan")
+
+
+def _mean_rows(rows: list[dict[str, float]], prefix: str = "") -> dict[str, float]:
+    keys = [k for k in rows[0] if k.startswith(prefix)] if rows else []
+    out = {}
+    for key in keys:
+        vals = [r[key] for r in rows if key in r]
+        out[key] = _nanmean(vals)
+        out[f"{key}_frames"] = float(np.isfinite(np.asarray(vals, dtype=np.float64)).sum())
+    return out
+
+
+def analyse(
+    network: QNetwork,
+    rec: Recording,
+    x: DictConfig,
+    *,
+    seed: int = 0,
+    objects_note: str | None = None,
+) -> Explanation:
+    """All interpretability metrics of a recording (see the module docstring).
+
+    Args:
+        network: the network that played the recording.
+        rec: the recording.
+        x: the ``explain`` config group.
+        seed: seeds random deletion orders and the randomised network.
+        objects_note: why there are no object boxes (printed and stored in the summary).
+    """
+    device = network.support.device
+    extractor = network.extractor
+    attention = bool(extractor.has_attention)
+    notes: list[str] = []
+    if objects_note:
+        notes.append(objects_note)
+    windows = extractor.cell_input_windows().numpy() if attention else None
+    rects = extractor.cell_screen_rects().numpy() if attention else None
+    n = len(rec)
+    idx = sample_frames(n, x.analysis_frames)
+    want_saliency = bool(x.saliency) or not attention
+    if not attention:
+        notes.append(
+            f"{network.extractor.__class__.__name__} has no attention mask: perturbation "
+            "saliency (Greydanus et al. 2018) is the importance map; leakage does not apply."
+        )
+    summary: dict[str, Any] = {
+        "game": rec.game,
+        "extractor": type(extractor).__name__,
+        "attention": attention,
+        "frames": n,
+        "episodes": len(rec.returns),
+        "return_mean": float(np.mean(rec.returns)),
+        "play_seconds": rec.seconds,
+    }
+
+    # -- saliency (video frames and analysis frames) ------------------------------------------
+    saliency: dict[int, np.ndarray] = {}
+    if want_saliency:
+        sal_idx = np.union1d(idx, np.arange(len(rec.frames))) if x.video else idx
+        obs = torch.from_numpy(rec.obs[sal_idx]).to(device)
+        t0 = time.perf_counter()
+        maps = P.perturbation_saliency(
+            P.rainbow_outputs(network), obs, sigma=x.saliency_sigma, stride=x.saliency_stride
+        )
+        seconds = time.perf_counter() - t0
+        pix = P.upsample_saliency(maps["policy"], (84, 84), x.saliency_stride).cpu()
+        pix = _as_distribution(pix)
+        flat = int((pix.reshape(len(pix), -1).std(-1) == 0).sum())
+        if flat:
+            notes.append(
+                f"saliency is zero on {flat} of {len(pix)} frames (outputs unchanged "
+                "by every perturbation): those maps count as uniform"
+            )
+        saliency = {int(i): pix[k] for k, i in enumerate(sal_idx)}
+        summary["saliency_frames_per_s"] = len(sal_idx) / max(seconds, 1e-9)
+
+    # -- per-frame rows -------------------------------------------------------------------------
+    categories = sorted({b.category for boxes in (rec.boxes or []) for b in boxes})
+    pix_windows = pixel_windows()
+    rows: list[dict[str, float]] = []
+    for i in range(n):
+        q = rec.q[i]
+        row: dict[str, float] = {
+            "episode": float(rec.episode[i]),
+            "t": float(rec.t[i]),
+            "action": float(rec.actions[i]),
+            "q_max": float(q.max()),
+            "q_gap": float(np.sort(q)[-1] - np.sort(q)[-2]) if q.size > 1 else 0.0,
+        }
+        if rec.masks is not None:
+            m = rec.masks[i].astype(np.float64)
+            r, c = np.unravel_index(int(m.argmax()), m.shape)
+            row.update(
+                mask_entropy=float(-(m * np.log(m + 1e-12)).sum()),
+                mask_max=float(m.max()),
+                argmax_row=float(r),
+                argmax_col=float(c),
+            )
+        if rec.boxes is not None:
+            boxes = rec.boxes[i]
+            if rec.masks is not None:
+                row.update(
+                    M.alignment_metrics(
+                        rec.masks[i] / rec.masks[i].sum(),
+                        windows,
+                        boxes,
+                        categories,
+                        relevant=list(x.relevant),
+                        tolerance_cells=x.tolerance_cells,
+                    )
+                )
+            if i in saliency:
+                sal = M.alignment_metrics(
+                    saliency[i], pix_windows, boxes, categories, relevant=list(x.relevant)
+                )
+                row.update({f"saliency/{k}": v for k, v in sal.items() if k != "n_boxes"})
+            elif want_saliency:
+                row.update({f"saliency/{k}": float("nan") for k in _alignment_keys(categories)})
+        rows.append(row)
+    rows = _same_keys(rows)
+    summary.update(_mean_rows([{k: v for k, v in r.items() if not _is_index(k)} for r in rows]))
+    if rec.boxes is None:
+        notes.append(
+            "no object ground truth: alignment metrics (pointing, mass, lift, AUROC) "
+            "are missing; leakage, faithfulness and the sanity check do not need boxes."
+        )
+    elif not categories:
+        notes.append("the object source found no objects in any frame: alignment is undefined.")
+
+    # -- leakage --------------------------------------------------------------------------------
+    leakage_map = None
+    if attention:
+        leak_idx = sample_frames(n, x.leakage_frames)
+        t0 = time.perf_counter()
+        leak = P.spatial_leakage(network, torch.from_numpy(rec.obs[leak_idx]).to(device))
+        summary.update(
+            leakage=leak.mean,
+            leakage_max=leak.max,
+            leakage_outside_receptive=float(leak.outside_receptive.sum()),
+            leakage_frames=float(len(leak_idx)),
+            leakage_seconds=time.perf_counter() - t0,
+        )
+        leakage_map = leak.leakage.numpy()
+
+    # -- faithfulness -----------------------------------------------------------------------------
+    obs = torch.from_numpy(rec.obs[idx]).to(device)
+    if attention:
+        importance = torch.from_numpy(rec.masks[idx]).to(device)
+        imp_windows = torch.from_numpy(windows)
+    else:
+        importance = torch.from_numpy(np.stack([saliency[int(i)] for i in idx])).to(device)
+        imp_windows = None
+    score = P.rainbow_action_score(network, "q")
+    kw = dict(steps=x.deletion_steps, baseline=x.deletion_baseline, windows=imp_windows)
+    curves = {
+        "deletion": P.deletion_insertion(score, obs, importance, mode="deletion", **kw),
+        "insertion": P.deletion_insertion(score, obs, importance, mode="insertion", **kw),
+    }
+    gen = torch.Generator().manual_seed(seed)
+    for mode in ("deletion", "insertion"):
+        curves[f"random_{mode}"] = torch.stack(
+            [
+                P.deletion_insertion(
+                    score, obs, importance, mode=mode, random_order=True, generator=gen, **kw
+                )
+                for _ in range(x.random_orders)
+            ]
+        ).mean(0)
+    mean_curves = {k: v.float().mean(0).cpu().numpy() for k, v in curves.items()}
+    faith = M.deletion_insertion_summary(
+        mean_curves["deletion"],
+        mean_curves["insertion"],
+        mean_curves["random_deletion"],
+        mean_curves["random_insertion"],
+    )
+    summary.update(faith)
+    summary["faithfulness_frames"] = float(len(idx))
+
+    # -- parameter-randomisation sanity check ------------------------------------------------
+    randomised = P.randomised_copy(network, seed=seed + 1)
+    with torch.no_grad():
+        if attention:
+            randomised.q_values(obs)
+            random_maps = randomised.attention_mask.float().cpu().numpy()
+            trained_maps = rec.masks[idx]
+        else:
+            maps = P.perturbation_saliency(
+                P.rainbow_outputs(randomised),
+                obs,
+                sigma=x.saliency_sigma,
+                stride=x.saliency_stride,
+            )["policy"]
+            random_maps = _as_distribution(maps.cpu())
+            trained = P.perturbation_saliency(
+                P.rainbow_outputs(network), obs, sigma=x.saliency_sigma, stride=x.saliency_stride
+            )["policy"]
+            trained_maps = _as_distribution(trained.cpu())
+    sanity = M.randomisation_sanity(trained_maps, random_maps)
+    summary.update({f"sanity_{k}": v for k, v in sanity.items()})
+    summary["notes"] = notes
+    return Explanation(
+        rows=rows,
+        summary=summary,
+        notes=notes,
+        curves=mean_curves,
+        saliency=saliency,
+        leakage_map=leakage_map,
+        windows=windows,
+        cell_rects=rects,
+    )
+
+
+def _as_distribution(maps: torch.Tensor) -> np.ndarray:
+    """Saliency maps ``[B, H, W]`` -> distributions (sum 1); an all-zero map -> uniform."""
+    out = P.normalise_saliency(maps.double(), "sum").numpy()
+    zero = out.reshape(len(out), -1).sum(-1) == 0
+    out[zero] = 1.0 / out[0].size
+    return out
+
+
+def resolve_objects(game: str, backend: str) -> tuple[ObjectSource | None, str | None]:
+    """The object source for ``explain.objects``, or (None, why there is none).
+
+    Raises:
+        ConfigError: ``backend="ocatari"`` asked for explicitly but OCAtari is not installed.
+    """
+    from ife_platform.config import ConfigError
+    from ife_platform.interpret.objects import (
+        ObjectBackendUnavailableError,
+        UnsupportedGameError,
+        object_source,
+    )
+
+    if backend == "none":
+        return None, "object ground truth is off (explain.objects=none)"
+    try:
+        return object_source(game, backend), None
+    except UnsupportedGameError as err:
+        return None, f"{err} Alignment metrics need object boxes and are left out."
+    except ObjectBackendUnavailableError as err:
+        raise ConfigError(f"explain.objects={backend}: {err}") from err
+
+
+def rerecord(network: QNetwork, rec: Recording, batch_size: int = 64) -> Recording:
+    """Another agent's Q-values, greedy actions and masks on the frames of ``rec``.
+
+    ``ife compare`` measures every agent on the same observations: the frames come from one
+    agent's games, and each agent is run on them (its own actions are not played).
+    """
+    device = network.support.device
+    qs, masks = [], []
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(rec), batch_size):
+                obs = torch.from_numpy(rec.obs[start : start + batch_size]).to(device)
+                qs.append(network.q_values(obs).float().cpu())
+                if network.attention_mask is not None:
+                    masks.append(network.attention_mask.float().cpu())
+    finally:
+        network.train(was_training)
+    q = torch.cat(qs).numpy()
+    return Recording(
+        game=rec.game,
+        obs=rec.obs,
+        actions=q.argmax(-1).astype(np.int64),
+        q=q,
+        masks=torch.cat(masks).numpy() if masks else None,
+        boxes=rec.boxes,
+        episode=rec.episode,
+        t=rec.t,
+        frames=rec.frames,
+        returns=rec.returns,
+        lengths=rec.lengths,
+        seconds=rec.seconds,
+    )
+
+
+def _alignment_keys(categories: list[str]) -> list[str]:
+    empty = M.alignment_metrics(np.full((1, 1), 1.0), np.array([[[0, 84, 0, 84]]]), [], categories)
+    return [k for k in empty if k != "n_boxes"]
+
+
+def _is_index(key: str) -> bool:
+    return key in ("episode", "t", "action", "argmax_row", "argmax_col")
+
+
+def _same_keys(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+    keys: dict[str, None] = {}
+    for row in rows:
+        keys.update(dict.fromkeys(row))
+    return [{k: row.get(k, float("nan")) for k in keys} for row in rows]
+
+
+# -- outputs --------------------------------------------------------------------------------------
+
+
+def render_video(rec: Recording, exp: Explanation, x: DictConfig) -> list[np.ndarray]:
+    """Frames of the explanation video: raw | mask overlay [| saliency] (nearest upsampling)."""
+    from ife_platform.video import grid_cell_rects, overlay_mask, side_by_side
+
+    pix_rects = grid_cell_rects(84, 84)
+    out = []
+    for i, frame in enumerate(rec.frames):
+        panels = [frame]
+        if rec.masks is not None:
+            panels.append(overlay_mask(frame, rec.masks[i], exp.cell_rects, grid=x.grid))
+        if i in exp.saliency:
+            panels.append(overlay_mask(frame, exp.saliency[i], pix_rects, color="heat"))
+        out.append(side_by_side(*panels))
+    return out
+
+
+def write_table(rows: list[dict[str, float]], path: Path, fmt: str = "csv") -> Path:
+    """The per-frame table as CSV (or Parquet, which needs pandas + pyarrow)."""
+    if fmt == "parquet":
+        import pandas as pd
+
+        path = path.with_suffix(".parquet")
+        pd.DataFrame(rows).to_parquet(path)
+        return path
+    import csv
+
+    path = path.with_suffix(".csv")
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_plots(exp: Explanation, rows: list[dict[str, float]], folder: Path) -> list[Path]:
+    """PNG plots: metric distributions over frames and the deletion / insertion curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    keys = [
+        k
+        for k in (
+            "mass_in_box",
+            "lift",
+            "auroc",
+            "mask_entropy",
+            "saliency/mass_in_box",
+            "saliency/lift",
+            "saliency/auroc",
+        )
+        if rows and k in rows[0]
+    ]
+    if keys:
+        fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+        for ax, key in zip(axes[0], keys, strict=True):
+            vals = np.asarray([r[key] for r in rows], dtype=np.float64)
+            vals = vals[np.isfinite(vals)]
+            ax.hist(vals, bins=20, color="tab:red" if "saliency" not in key else "tab:orange")
+            chance = {"lift": 1.0, "auroc": 0.5}.get(key.split("/")[-1])
+            if chance is not None:
+                ax.axvline(chance, color="k", ls="--", lw=1, label="chance")
+            ax.set_title(f"{key} ({vals.size} frames)", fontsize=8)
+        fig.tight_layout()
+        paths.append(folder / "metric_distributions.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    if exp.curves:
+        fig, axes = plt.subplots(1, 2, figsize=(7, 2.8))
+        for ax, mode in zip(axes, ("deletion", "insertion"), strict=True):
+            f = np.linspace(0, 1, exp.curves[mode].size)
+            ax.plot(f, exp.curves[mode], label="importance order")
+            ax.plot(f, exp.curves[f"random_{mode}"], ls="--", label="random order")
+            ax.set_xlabel(f"fraction of pixels {'removed' if mode == 'deletion' else 'shown'}")
+            ax.set_ylabel("Q of the greedy action")
+            ax.set_title(mode)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(folder / "deletion_insertion.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    if exp.leakage_map is not None:
+        fig, ax = plt.subplots(figsize=(3.4, 3))
+        im = ax.imshow(exp.leakage_map, vmin=0, vmax=max(1e-9, float(np.nanmax(exp.leakage_map))))
+        fig.colorbar(im, ax=ax)
+        ax.set_title("leakage per cell", fontsize=8)
+        fig.tight_layout()
+        paths.append(folder / "leakage.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths
+
+
+def write_outputs(rec: Recording, exp: Explanation, x: DictConfig, folder: Path) -> list[Path]:
+    """Write video, table, summary and plots into ``folder``; returns the written files."""
+    from ife_platform.video import write_mp4
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [write_table(exp.rows, folder / "frames", x.table)]
+    summary_path = folder / "summary.json"
+    summary_path.write_text(json.dumps(_json_safe(exp.summary), indent=2, sort_keys=True))
+    paths.append(summary_path)
+    curves_path = folder / "curves.json"
+    curves_path.write_text(json.dumps({k: v.tolist() for k, v in exp.curves.items()}))
+    paths.append(curves_path)
+    paths += write_plots(exp, exp.rows, folder)
+    if x.video and rec.frames:
+        paths.append(write_mp4(folder / "explain.mp4", render_video(rec, exp, x)))
+    return paths
+
+
+def format_summary(summary: dict[str, Any], notes: list[str]) -> str:
+    """The short table ``ife explain`` prints."""
+    lines = [
+        f"{summary['game']}: {summary['extractor']}, {summary['frames']} frames, "
+        f"{summary['episodes']} games, mean raw score {summary['return_mean']:.1f}"
+    ]
+    for key in HEADLINE:
+        for name in (key, f"saliency/{key}"):
+            if name in summary:
+                value = summary[name]
+                text = "n/a" if value is None or not np.isfinite(value) else f"{value:.4g}"
+                lines.append(f"  {name:<28} {text}")
+    lines += [f"  note: {n}" for n in notes]
+    return "\n".join(lines)
