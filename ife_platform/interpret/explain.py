@@ -17,7 +17,8 @@ The pipeline, one function each:
      and always for agents without attention, whose importance map it then is.
 
 3. :func:`write_outputs` writes the mp4 (raw | mask overlay [| saliency]), the per-frame
-   table, ``summary.json`` and PNG plots; ``cmd_explain`` logs them to MLflow.
+   table, ``summary.json``, ``curves.json``, ``maps.npz`` (every recorded mask, the saliency
+   maps, Q-values and actions) and PNG plots; ``cmd_explain`` logs them to MLflow.
 
 Importance map: the attention mask for attention extractors, the policy saliency otherwise.
 """
@@ -621,6 +622,15 @@ def write_outputs(rec: Recording, exp: Explanation, x: DictConfig, folder: Path)
     curves_path = folder / "curves.json"
     curves_path.write_text(json.dumps({k: v.tolist() for k, v in exp.curves.items()}))
     paths.append(curves_path)
+    arrays: dict[str, np.ndarray] = {"actions": rec.actions, "q": rec.q}
+    if rec.masks is not None:
+        arrays["masks"] = rec.masks
+        arrays["cell_screen_rects"] = exp.cell_rects
+    if exp.saliency:
+        arrays["saliency_frames"] = np.asarray(sorted(exp.saliency))
+        arrays["saliency"] = np.stack([exp.saliency[i] for i in sorted(exp.saliency)])
+    paths.append(folder / "maps.npz")
+    np.savez_compressed(paths[-1], **arrays)
     paths += write_plots(exp, exp.rows, folder)
     if x.video and rec.frames:
         paths.append(write_mp4(folder / "explain.mp4", render_video(rec, exp, x)))

@@ -1,0 +1,163 @@
+"""``ife explain`` end to end: real checkpoints of real games, real MLflow store, real mp4s."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, tracking_args
+from mlflow.tracking import MlflowClient
+
+from ife_platform.cli import main
+from ife_platform.config import compose
+from ife_platform.envs import AtariEvalEnv
+from ife_platform.interpret import explain as E
+from ife_platform.interpret.objects import ocatari_available
+from ife_platform.tasks.rainbow import build_network
+from ife_platform.video import read_mp4
+
+pytestmark = pytest.mark.slow
+
+FAST_EXPLAIN = [
+    "explain.max_steps=60",
+    "explain.video_max_steps=24",
+    "explain.analysis_frames=6",
+    "explain.leakage_frames=2",
+    "explain.deletion_steps=4",
+    "explain.random_orders=1",
+]
+
+
+def _train(root: Path, extractor: list[str]) -> tuple[Path, str, list[str]]:
+    root.mkdir(parents=True, exist_ok=True)
+    args = [*TINY, *tracking_args(root), "env.game=pong", *extractor]
+    assert main(["train", *args, "tracking.video=false"]) == 0
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("ife").experiment_id])
+    ckpt = root / "out" / run.info.run_id / "checkpoints" / "last.ckpt"
+    return ckpt, run.info.run_id, tracking_args(root)
+
+
+@pytest.fixture(scope="module")
+def ife_pong(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, list[str]]:
+    """A short-trained IFE (width 1) checkpoint on Pong and its run."""
+    return _train(tmp_path_factory.mktemp("ife"), ["model.extractor=ife", "model.width=1"])
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
+    out: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return out
+
+
+def _explain_dir(client: MlflowClient, run_id: str, dst: Path) -> Path:
+    (stamp,) = {p.split("/")[1] for p in _artifacts(client, run_id, "explain")}
+    return Path(client.download_artifacts(run_id, f"explain/{stamp}", str(dst)))
+
+
+def test_explain_ife_logs_everything_and_video_shows_the_measured_mask(
+    ife_pong, tmp_path: Path, capsys
+) -> None:
+    ckpt, run_id, track = ife_pong
+    rc = main(["explain", str(ckpt), *track, *FAST_EXPLAIN, "explain.saliency=true"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "leakage" in printed and "pointing" in printed
+
+    client = MlflowClient(track[0].split("=", 1)[1])
+    folder = _explain_dir(client, run_id, tmp_path)
+    names = {p.name for p in folder.iterdir()}
+    assert {
+        "frames.csv",
+        "summary.json",
+        "curves.json",
+        "metric_distributions.png",
+        "deletion_insertion.png",
+        "leakage.png",
+        "explain.mp4",
+    } <= names, names
+    summary = json.loads((folder / "summary.json").read_text())
+    # HUE: perturbing a window changes only its own cell's logit (metrics.md, exact 0).
+    assert summary["leakage"] == 0.0 and summary["leakage_max"] == 0.0
+    assert summary["sanity_differs"] is True  # re-initialised masks differ from trained ones
+    assert summary["frames"] == 60 and summary["pointing_frames"] > 0
+    assert 0.0 <= summary["mass_in_box"] <= 1.0 and 0.0 <= summary["auroc"] <= 1.0
+    assert summary["saliency_frames_per_s"] > 0
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["explain/leakage"] == 0.0 and "explain/lift" in metrics
+
+    with (folder / "frames.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 60 and {"pointing", "mass_in_box", "saliency/auroc"} <= set(rows[0])
+
+    # raw | mask overlay | saliency, one video frame per recorded step
+    video = read_mp4(folder / "explain.mp4").astype(np.float32)
+    assert video.shape == (24, 210, 3 * 160, 3)
+    # The overlay adds 255 * m (m = the recorded mask, min-max normalised) to the red channel
+    # of 0.6 x frame: per cell, the decoded overlay's red excess follows the recorded mask.
+    maps = np.load(folder / "maps.npz")
+    masks, rects = maps["masks"], maps["cell_screen_rects"]
+    assert masks.shape == (60, 14, 14) and np.allclose(masks.sum((1, 2)), 1.0, atol=1e-5)
+    corr = []
+    for k in range(video.shape[0]):
+        excess = video[k, :, 160:320, 0] - 0.6 * video[k, :, :160, 0]
+        cell = np.zeros(rects.shape[:2])
+        for r in range(rects.shape[0]):
+            for c in range(rects.shape[1]):
+                y0, y1, x0, x1 = np.round(rects[r, c]).astype(int)
+                cell[r, c] = excess[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1].mean()
+        corr.append(np.corrcoef(cell.ravel(), masks[k].ravel())[0, 1])
+        argmax = np.unravel_index(masks[k].argmax(), masks[k].shape)
+        assert argmax == (int(float(rows[k]["argmax_row"])), int(float(rows[k]["argmax_col"])))
+    assert np.median(corr) > 0.9, corr
+
+
+def test_agent_without_attention_gets_saliency_only_with_a_note(tmp_path: Path, capsys) -> None:
+    ckpt, run_id, track = _train(tmp_path / "cnn", ["model.extractor=nature_cnn"])
+    assert main(["explain", str(ckpt), *track, *FAST_EXPLAIN]) == 0
+    out = capsys.readouterr().out
+    assert "no attention mask" in out and "saliency" in out
+    client = MlflowClient(track[0].split("=", 1)[1])
+    folder = _explain_dir(client, run_id, tmp_path)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["attention"] is False and "leakage" not in summary
+    assert "pointing" not in summary and summary["saliency/pointing_frames"] > 0
+    assert any("no attention mask" in n for n in summary["notes"])
+    assert read_mp4(folder / "explain.mp4").shape[1:] == (210, 2 * 160, 3)  # raw | saliency
+
+
+def test_unsupported_game_keeps_box_free_metrics_and_says_why() -> None:
+    cfg = compose(["env.game=ms_pacman", "model.extractor=cnn_attention", *FAST_EXPLAIN])
+    objects, note = E.resolve_objects("ms_pacman", "builtin")
+    assert objects is None and "ms_pacman" in note and "pong" in note
+    torch.manual_seed(0)
+    env = AtariEvalEnv("ms_pacman", seed=1)
+    network = build_network(cfg, env.num_actions)
+    rec = E.record(network, env, episodes=1, max_steps=40, epsilon=0.0, seed=1)
+    exp = E.analyse(network, rec, cfg.explain, objects_note=note)
+    assert rec.boxes is None and "pointing" not in exp.summary
+    assert any("ms_pacman" in n for n in exp.notes)
+    assert any("alignment metrics" in n for n in exp.notes)
+    # box-free metrics are all there; overlapping-conv attention leaks (metrics.md)
+    assert exp.summary["leakage"] > 0.0
+    assert np.isfinite(exp.summary["deletion_auc"]) and "sanity_spearman" in exp.summary
+
+
+@pytest.mark.skipif(ocatari_available(), reason="OCAtari is installed here")
+def test_explicit_ocatari_without_the_package_fails_before_work(ife_pong, capsys) -> None:
+    ckpt, _, track = ife_pong
+    assert main(["explain", str(ckpt), *track, "explain.objects=ocatari"]) == 2
+    assert "ocatari" in capsys.readouterr().err.lower()
+
+
+def test_explain_bad_input_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert main(["explain", str(tmp_path / "missing.ckpt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["explain"]) == 2
+    assert main(["explain", str(tmp_path / "x.ckpt"), "explain.objects=ocatary"]) == 2
+    assert "ocatari" in capsys.readouterr().err
