@@ -31,9 +31,7 @@ def test_replay_bytes_per_transition_is_pixels_plus_exact_overhead() -> None:
     # Everything else, from the dtypes of the stored scalars: action int64, reward and discount
     # float32, plus whatever TorchRL adds (its "index" int64); nothing else is stored per slot.
     sizes = {"int64": 8, "float32": 4, "uint8": 1, "bool": 1, "int32": 4}
-    overhead = sum(
-        sizes[out["dtypes"][k]] for k in per_key if k not in ("obs", "next_obs")
-    )
+    overhead = sum(sizes[out["dtypes"][k]] for k in per_key if k not in ("obs", "next_obs"))
     assert {"action", "reward", "discount"} <= set(per_key)
     assert out["bytes_per_transition"] == bench.PIXEL_BYTES_PER_TRANSITION + overhead
     assert out["overhead_bytes"] == overhead
@@ -86,8 +84,11 @@ def test_bare_loop_nstep_windows() -> None:
     (t,) = ns.push("s2", 2, 4.0, False, False, "s3")  # full window: G = 1 + 0.5*2 + 0.25*4
     assert t == ("s0", 0, 3.0, 0.125, "s3")
     out = ns.push("s3", 3, 8.0, True, False, "s4")  # terminal: flush, no bootstrap
-    assert [(o[0], o[2], o[3]) for o in out] == [("s1", 2.0 + 2.0 + 2.0, 0.0),
-                                                 ("s2", 4.0 + 4.0, 0.0), ("s3", 8.0, 0.0)]
+    assert [(o[0], o[2], o[3]) for o in out] == [
+        ("s1", 2.0 + 2.0 + 2.0, 0.0),
+        ("s2", 4.0 + 4.0, 0.0),
+        ("s3", 8.0, 0.0),
+    ]
 
 
 def test_main_writes_json(tmp_path) -> None:
@@ -131,8 +132,11 @@ def test_fast_step_and_reset_matches_torchrl_generic_path() -> None:
                 assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
                 assert torch.equal(a[k], b[k]), k
             nxt = a["next"]
-            counts += [int(nxt["life_lost"].sum()), int(nxt["terminated"].sum()),
-                       int((nxt["done"] & ~nxt["terminated"]).sum())]
+            counts += [
+                int(nxt["life_lost"].sum()),
+                int(nxt["terminated"].sum()),
+                int((nxt["done"] & ~nxt["terminated"]).sum()),
+            ]
             if counts.min() >= 1 and counts.sum() >= 6:
                 break
     finally:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY, tracking_args
+from ife_platform.tasks.rainbow import build_network
 from mlflow.tracking import MlflowClient
 
 from ife_platform.cli import main
@@ -17,7 +18,6 @@ from ife_platform.config import compose
 from ife_platform.envs import AtariEvalEnv
 from ife_platform.interpret import explain as E
 from ife_platform.interpret.objects import ocatari_available
-from ife_platform.tasks.rainbow import build_network
 from ife_platform.video import read_mp4
 
 pytestmark = pytest.mark.slow
