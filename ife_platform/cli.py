@@ -20,6 +20,7 @@ _USAGE = """\
 ife train [PRESET | FILE.yaml ...] [key=value ...]
 ife evaluate CHECKPOINT [key=value ...]
 ife explain CHECKPOINT_or_RUN_ID [key=value ...]
+ife compare CHECKPOINT_or_RUN_ID CHECKPOINT_or_RUN_ID ... [key=value ...]
 ife ui [--port PORT] [tracking.uri=URI]
 ife presets
 ife bench [--quick] [--sections env,learner,replay] [--json FILE]
@@ -310,6 +311,94 @@ def cmd_explain(args: list[str]) -> int:
     return 0
 
 
+def cmd_compare(args: list[str]) -> int:
+    """``ife compare REF REF ... [key=value ...]``: agents on the same frames, with intervals."""
+    refs = [a for a in args if "=" not in a]
+    overrides = [a for a in args if "=" in a]
+    if len(refs) < 2 or args.index(refs[-1]) > len(refs) - 1:
+        raise ConfigError(
+            "usage: ife compare CHECKPOINT_or_RUN_ID CHECKPOINT_or_RUN_ID ... [key=value ...] "
+            "(at least two agents, overrides last)"
+        )
+    import re
+
+    import mlflow
+
+    from ife_platform.agents import eval_env_kwargs, load_agent
+    from ife_platform.envs import AtariEvalEnv
+    from ife_platform.interpret import compare as C
+    from ife_platform.interpret import explain as E
+    from ife_platform.tracking import (
+        check_tracking_reachable,
+        ensure_experiment,
+        resolve_tracking_uri,
+    )
+
+    agents = [load_agent(ref, [*overrides, "explain.video=false"]) for ref in refs]
+    first = agents[0]
+    cfg, x = first.cfg, first.cfg.explain
+    for agent in agents[1:]:
+        if agent.cfg.env.game != cfg.env.game or agent.network.num_actions != (
+            first.network.num_actions
+        ):
+            raise ConfigError(
+                f"ife compare needs agents of one game and action set: {first.label} plays "
+                f"{cfg.env.game}, {agent.label} plays {agent.cfg.env.game}"
+            )
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    check_tracking_reachable(uri)
+    objects, note = E.resolve_objects(cfg.env.game, x.objects)
+    env = AtariEvalEnv(cfg.env.game, seed=cfg.seed + 54321, **eval_env_kwargs(cfg))
+    rec = E.record(
+        first.network,
+        env,
+        episodes=x.episodes,
+        max_steps=x.max_steps,
+        epsilon=cfg.agent.eval_epsilon,
+        seed=cfg.seed + 54321,
+        objects=objects,
+        video_max_steps=0,
+    )
+    per_agent = []
+    for agent in agents:
+        own = E.rerecord(agent.network, rec)
+        exp = E.analyse(agent.network, own, agent.cfg.explain, seed=cfg.seed, objects_note=note)
+        extractor = agent.cfg.model.extractor
+        per_agent.append((agent.label, C.method_summaries(agent.label, extractor, exp)))
+        print(f"measured {agent.label}")
+    rows = [m.row() for m in C.group_methods(per_agent)]
+    info = {
+        "game": cfg.env.game,
+        "frames": len(rec),
+        "frames_from": first.label,
+        "agents": [a.label for a in agents],
+        "checkpoints": [str(a.checkpoint) for a in agents],
+        "interval": "95% percentile bootstrap of the mean over seeds (n/a with one seed)",
+        "notes": [note] if note else [],
+    }
+    client = mlflow.MlflowClient(uri)
+    exp_id = ensure_experiment(client, cfg.tracking.experiment)
+    run_id = client.create_run(
+        exp_id,
+        run_name=f"compare-{cfg.env.game}",
+        tags={"ife.compare.agents": ",".join(a.run_id or str(a.checkpoint) for a in agents)},
+    ).info.run_id
+    folder = Path(cfg.tracking.output_dir).resolve() / run_id / "compare"
+    paths = C.write_report(rows, info, folder)
+    _log_outputs(uri, run_id, paths, "compare")
+    for row in rows:
+        method = re.sub(r"[^0-9A-Za-z_]+", "_", row["method"]).strip("_")
+        for key, value in _numeric(row).items():
+            client.log_metric(run_id, f"compare/{method}/{key}", value)
+    client.set_terminated(run_id)
+    print(f"{cfg.env.game}: {len(rec)} shared frames from {first.label}")
+    print(C.format_table(rows))
+    for line in info["notes"]:
+        print(f"note: {line}")
+    print(f"files: {folder}\nlogged to MLflow run {run_id} in {uri}")
+    return 0
+
+
 def cmd_ui(args: list[str]) -> int:
     """``ife ui``: the MLflow UI for the local store, bound to 127.0.0.1."""
     from ife_platform.tracking import resolve_tracking_uri
@@ -364,6 +453,7 @@ COMMANDS = {
     "presets": cmd_presets,
     "bench": cmd_bench,
     "explain": cmd_explain,
+    "compare": cmd_compare,
 }
 
 

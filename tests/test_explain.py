@@ -161,3 +161,43 @@ def test_explain_bad_input_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["explain"]) == 2
     assert main(["explain", str(tmp_path / "x.ckpt"), "explain.objects=ocatary"]) == 2
     assert "ocatari" in capsys.readouterr().err
+
+
+def test_compare_puts_agents_on_the_same_frames_with_seed_intervals(
+    ife_pong, tmp_path: Path, capsys
+) -> None:
+    ckpt, _, track = ife_pong
+    root = Path(track[1].split("=", 1)[1]).parent  # the fixture's store: one store, all runs
+    other = root / "seed1"
+    seed1, _, _ = _train(other, ["model.extractor=ife", "model.width=1", "seed=1"])
+    cnn, _, _ = _train(root / "cnn", ["model.extractor=nature_cnn"])
+    rc = main(["compare", str(ckpt), str(seed1), str(cnn), *track, *FAST_EXPLAIN])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "ife (mask)" in out and "nature_cnn (saliency)" in out and "60 shared frames" in out
+
+    client = MlflowClient(track[0].split("=", 1)[1])
+    exp_id = client.get_experiment_by_name("ife").experiment_id
+    (run,) = client.search_runs([exp_id], "tags.mlflow.runName = 'compare-pong'")
+    assert {"compare/compare.csv", "compare/compare.json", "compare/compare.png"} <= _artifacts(
+        client, run.info.run_id
+    )
+    folder = Path(client.download_artifacts(run.info.run_id, "compare", str(tmp_path)))
+    report = json.loads((folder / "compare.json").read_text())
+    methods = {m["method"]: m for m in report["methods"]}
+    ife, cnn_row = methods["ife (mask)"], methods["nature_cnn (saliency)"]
+    assert ife["seeds"] == 2 and cnn_row["seeds"] == 1
+    assert ife["leakage"] == 0.0 and ife["leakage_lo"] == 0.0 and ife["leakage_hi"] == 0.0
+    assert ife["mass_in_box_lo"] <= ife["mass_in_box"] <= ife["mass_in_box_hi"]
+    assert cnn_row["mass_in_box_lo"] is None  # one seed: no interval (NaN -> null in JSON)
+    assert report["frames"] == 60
+    metrics = client.get_run(run.info.run_id).data.metrics
+    assert metrics["compare/ife_mask/leakage"] == 0.0
+
+
+def test_compare_rejects_agents_of_different_games(ife_pong, tmp_path: Path, capsys) -> None:
+    ckpt, _, track = ife_pong
+    boxing, _, _ = _train(tmp_path / "boxing", ["env.game=boxing", "model.extractor=nature_cnn"])
+    assert main(["compare", str(ckpt), str(boxing), *track]) == 2
+    assert "one game" in capsys.readouterr().err
+    assert main(["compare", str(ckpt)]) == 2
