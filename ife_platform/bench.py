@@ -702,6 +702,23 @@ def format_report(results: dict[str, Any]) -> str:
             f"  {'bare PyTorch loop':40s} {_fmt_rate(lr['bare_updates_per_s']):>8s}",
             f"  {'ratio':40s} {lr['ratio']:8.2f}",
         ]
+    ex = results.get("explain")
+    if ex:
+        lines += [
+            "",
+            f"== ife explain, {ex['game']}, {ex['extractor']} (median of {ex['rounds']}, "
+            f"{ex['steps']} agent steps each; target: recording overhead <= 10 %)",
+        ]
+        for name, v in ex["variants"].items():
+            lines.append(
+                f"  {name:40s} {_fmt_rate(v['steps_per_s']):>8s} steps/s"
+                f"  overhead {100 * v['overhead']:5.1f} %"
+            )
+        for name, v in ex["saliency"].items():
+            lines.append(
+                f"  {'saliency ' + name:40s} {v['frames_per_s']:8.2f} frames/s"
+                f"  ({v['forwards_per_s']:.0f} forwards/s)"
+            )
     rep = results.get("replay")
     if rep:
         lines += [
@@ -723,6 +740,88 @@ def format_report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------------------
+# 4. Interpretability: mask recording overhead and saliency throughput
+# --------------------------------------------------------------------------------------------
+
+
+def bench_explain(
+    game: str = "pong",
+    extractor: str = "ife",
+    *,
+    steps: int = 300,
+    rounds: int = 3,
+    saliency_frames: int = 8,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Evaluation steps/s without and with ``ife explain``'s recording, and saliency frames/s.
+
+    All variants play the same game from the same seed with the same (randomly initialised)
+    network for ``steps`` agent steps, interleaved. "recording" is the ``explain`` observer
+    (observation, Q-values, mask, action and the raw frame of every step); "+ objects" adds
+    the builtin object boxes of every frame. The target is overhead <= 10 % for recording.
+    """
+    import torch
+
+    from ife_platform.config import compose
+    from ife_platform.envs import AtariEvalEnv, atari_spec
+    from ife_platform.evaluation import play
+    from ife_platform.interpret.explain import _Recorder
+    from ife_platform.interpret.objects import object_source
+    from ife_platform.interpret.perturb import saliency_benchmark
+    from ife_platform.tasks.rainbow import build_network
+
+    cfg = compose([f"env.game={game}", f"model.extractor={extractor}"])
+    torch.manual_seed(seed)
+    network = build_network(cfg, atari_spec(game).num_actions).eval()
+    env = AtariEvalEnv(game, seed=seed)
+
+    def rate(observer_factory: Callable[[], Any] | None) -> Callable[[], float]:
+        def sample() -> float:
+            observer = observer_factory() if observer_factory else None
+            t0 = time.perf_counter()
+            result = play(
+                network,
+                env,
+                episodes=1,
+                epsilon=0.0,
+                seed=seed,
+                max_steps=steps,
+                observer=observer,
+            )
+            return sum(result.lengths) / (time.perf_counter() - t0)
+
+        return sample
+
+    samplers = {
+        "evaluation loop": rate(None),
+        "+ explain recording": rate(lambda: _Recorder(None, steps)),
+        "+ recording and object boxes": rate(lambda: _Recorder(object_source(game), steps)),
+    }
+    for sample in samplers.values():
+        sample()  # warm-up
+    results = interleave(samplers, rounds)
+    base = _median(results["evaluation loop"])
+    out: dict[str, Any] = {
+        "game": game,
+        "extractor": extractor,
+        "steps": steps,
+        "rounds": rounds,
+        "variants": {
+            name: {
+                "steps_per_s": _median(v),
+                "overhead": base / _median(v) - 1.0,
+                "samples": v,
+            }
+            for name, v in results.items()
+        },
+        "saliency": {},
+    }
+    for name in (extractor, "nature_cnn"):
+        out["saliency"][name] = saliency_benchmark(name, frames=saliency_frames)
+    return out
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
@@ -735,8 +834,8 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--sections",
-        default="env,learner,replay",
-        help="comma list of env, learner, replay (default: all)",
+        default="env,learner,replay,explain",
+        help="comma list of env, learner, replay, explain (default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="small budgets (about a minute)")
     parser.add_argument("--game", default="pong")
@@ -768,7 +867,7 @@ def main(argv: list[str]) -> int:
     opts = parser.parse_args(argv)
 
     sections = {s.strip() for s in opts.sections.split(",") if s.strip()}
-    unknown = sections - {"env", "learner", "replay"}
+    unknown = sections - {"env", "learner", "replay", "explain"}
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     env_rounds = opts.env_rounds or (3 if opts.quick else 5)
@@ -812,6 +911,11 @@ def main(argv: list[str]) -> int:
             print(f"  learner {name} done ({time.perf_counter() - start:.0f} s)", flush=True)
     if "replay" in sections:
         results["replay"] = bench_replay(game=opts.game)
+    if "explain" in sections:
+        results["explain"] = bench_explain(
+            opts.game, steps=150 if opts.quick else 400, rounds=3 if opts.quick else 5
+        )
+        print(f"  explain done ({time.perf_counter() - start:.0f} s)", flush=True)
     results["wall_s"] = time.perf_counter() - start
     results["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     print()

@@ -144,3 +144,20 @@ def test_fast_step_and_reset_matches_torchrl_generic_path() -> None:
         generic.shutdown()
     life_losses, game_overs, truncations = counts
     assert life_losses >= 1 and game_overs >= 1 and truncations >= 1
+
+
+def test_explain_bench_reports_overheads_and_saliency_rates() -> None:
+    out = bench.bench_explain("pong", "ife", steps=12, rounds=1, saliency_frames=1)
+    variants = out["variants"]
+    assert list(variants) == [
+        "evaluation loop",
+        "+ explain recording",
+        "+ recording and object boxes",
+    ]
+    assert variants["evaluation loop"]["overhead"] == 0.0
+    for v in variants.values():
+        assert _positive(v["steps_per_s"]) and len(v["samples"]) == 1
+    assert set(out["saliency"]) == {"ife", "nature_cnn"}
+    assert all(_positive(v["frames_per_s"]) for v in out["saliency"].values())
+    report = bench.format_report({"machine": bench.machine_info(), "explain": out})
+    assert "recording overhead" in report
