@@ -55,3 +55,22 @@ def test_table_shows_intervals_and_na() -> None:
     assert "lift" in lines[0] and "leakage" in lines[0] and "pointing" not in lines[0]
     assert "[2, 4]" in lines[1] and "n/a" in lines[2]
     assert set(COMPARE_METRICS) >= {"lift", "leakage", "mass_in_box", "auroc"}
+
+
+def test_per_frame_table_round_trips_as_csv_and_parquet(tmp_path) -> None:
+    import csv
+
+    import pandas as pd
+
+    from ife_platform.interpret.explain import write_table
+
+    rows = [{"t": 0.0, "lift": 2.5, "recall/ball": float("nan")}, {"t": 1.0, "lift": 0.5}]
+    rows[1]["recall/ball"] = 1.0
+    path = write_table(rows, tmp_path / "frames", "csv")
+    with path.open() as fh:
+        back = list(csv.DictReader(fh))
+    assert path.name == "frames.csv" and [float(r["lift"]) for r in back] == [2.5, 0.5]
+    pq = write_table(rows, tmp_path / "frames", "parquet")
+    df = pd.read_parquet(pq)
+    assert pq.name == "frames.parquet" and list(df.columns) == ["t", "lift", "recall/ball"]
+    assert math.isnan(df["recall/ball"][0]) and df["recall/ball"][1] == 1.0
