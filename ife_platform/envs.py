@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,6 +64,50 @@ def atari_spec(game: str, full_action_space: bool = False) -> AtariSpec:
     return AtariSpec(game, len(actions), tuple(a.name for a in actions))
 
 
+def make_vector_env(
+    game: str,
+    num_envs: int,
+    *,
+    sticky_actions: float = 0.0,
+    full_action_space: bool = False,
+    noop_max: int = 30,
+    frame_skip: int = 4,
+    frame_stack: int = 4,
+    max_episode_frames: int = 108_000,
+    fire_reset: bool = False,
+    num_threads: int = 0,
+) -> Any:
+    """ale-py's native ``AtariVectorEnv`` with the platform's preprocessing.
+
+    84x84 gray, max over the last two frames, frame stack, whole games (no episodic life),
+    unclipped rewards, SameStep autoreset. Used by :class:`AtariVecEnv` (training) and by
+    :func:`ife_platform.evaluation.evaluate_parallel` (many evaluation games at once).
+    """
+    from ale_py.vector_env import AtariVectorEnv
+
+    _check_game(game)
+    return AtariVectorEnv(
+        game,
+        num_envs,
+        num_threads=num_threads,
+        max_num_frames_per_episode=max_episode_frames,
+        repeat_action_probability=sticky_actions,
+        full_action_space=full_action_space,
+        autoreset_mode="SameStep",
+        img_height=OBS_SIZE,
+        img_width=OBS_SIZE,
+        grayscale=True,
+        stack_num=frame_stack,
+        frameskip=frame_skip,
+        maxpool=True,
+        noop_max=noop_max,
+        episodic_life=False,
+        life_loss_info=False,
+        reward_clipping=False,
+        use_fire_reset=fire_reset,
+    )
+
+
 class AtariVecEnv(EnvBase):
     """TorchRL env over ale-py's native vector env (same-step autoreset, raw rewards).
 
@@ -97,31 +142,21 @@ class AtariVecEnv(EnvBase):
         fire_reset: bool = False,
         num_threads: int = 0,
     ) -> None:
-        from ale_py.vector_env import AtariVectorEnv
-
         _check_game(game)
         super().__init__(batch_size=torch.Size([num_envs]), device="cpu")
         self.game = game
         self.num_envs = num_envs
-        self._vec = AtariVectorEnv(
+        self._vec = make_vector_env(
             game,
             num_envs,
-            num_threads=num_threads,
-            max_num_frames_per_episode=max_episode_frames,
-            repeat_action_probability=sticky_actions,
+            sticky_actions=sticky_actions,
             full_action_space=full_action_space,
-            autoreset_mode="SameStep",
-            img_height=OBS_SIZE,
-            img_width=OBS_SIZE,
-            grayscale=True,
-            stack_num=frame_stack,
-            frameskip=frame_skip,
-            maxpool=True,
             noop_max=noop_max,
-            episodic_life=False,
-            life_loss_info=False,
-            reward_clipping=False,
-            use_fire_reset=fire_reset,
+            frame_skip=frame_skip,
+            frame_stack=frame_stack,
+            max_episode_frames=max_episode_frames,
+            fire_reset=fire_reset,
+            num_threads=num_threads,
         )
         self.num_actions = int(self._vec.single_action_space.n)
         obs_shape = (num_envs, frame_stack, OBS_SIZE, OBS_SIZE)

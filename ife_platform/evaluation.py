@@ -212,4 +212,68 @@ def evaluate(
     return result
 
 
+@torch.no_grad()
+def evaluate_parallel(
+    network: QNetwork,
+    game: str,
+    *,
+    episodes: int,
+    max_steps: int,
+    epsilon: float = 0.0,
+    seed: int = 0,
+    env_kwargs: dict | None = None,
+    act: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> EvalResult:
+    """Play ``episodes`` whole games at once in one ale-py vector env (batched forwards).
+
+    Each env's first game counts; envs that finish early keep stepping (autoreset) but are
+    no longer scored. A game still running after ``max_steps`` agent steps is scored with what
+    it has (its length then equals ``max_steps``). Scores are raw (unclipped, all lives).
+
+    Args:
+        network: the Q-network (put in eval mode here, flag restored).
+        game: ale-py game id.
+        episodes: games, one per env.
+        max_steps: agent-step cap per game.
+        epsilon: evaluation epsilon.
+        seed: seeds the emulators and epsilon.
+        env_kwargs: protocol settings (same keys as :class:`AtariEvalEnv`).
+        act: optional ``obs -> actions`` override (default: greedy on ``q_values``).
+    """
+    from ife_platform.envs import make_vector_env
+
+    vec = make_vector_env(game, episodes, **(env_kwargs or {}))
+    if int(vec.single_action_space.n) != network.num_actions:
+        vec.close()
+        raise ValueError(
+            f"the network has {network.num_actions} actions but {game} has "
+            f"{int(vec.single_action_space.n)} with this action set (check full_action_space)"
+        )
+    was_training = network.training
+    network.eval()
+    device = network.support.device
+    rng = np.random.default_rng(seed)
+    returns = np.zeros(episodes, dtype=np.float64)
+    lengths = np.zeros(episodes, dtype=np.int64)
+    running = np.ones(episodes, dtype=bool)
+    try:
+        obs, _ = vec.reset(seed=seed)
+        for _ in range(max_steps):
+            x = torch.from_numpy(np.asarray(obs)).to(device)
+            action = (act(x) if act else network.q_values(x).argmax(-1)).cpu().numpy()
+            if epsilon > 0:
+                explore = rng.random(episodes) < epsilon
+                action = np.where(explore, rng.integers(0, network.num_actions, episodes), action)
+            obs, reward, terminated, truncated, _ = vec.step(action.astype(np.int64))
+            returns[running] += reward[running]
+            lengths[running] += 1
+            running &= ~(terminated | truncated)
+            if not running.any():
+                break
+    finally:
+        vec.close()
+        network.train(was_training)
+    return EvalResult(game, returns.tolist(), lengths.tolist())
+
+
 _FULL_SCREEN = np.array([[[0.0, 210.0, 0.0, 160.0]]])
