@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ ife train [PRESET | FILE.yaml ...] [key=value ...]
 ife evaluate CHECKPOINT [key=value ...]
 ife explain CHECKPOINT_or_RUN_ID [key=value ...]
 ife compare CHECKPOINT_or_RUN_ID CHECKPOINT_or_RUN_ID ... [key=value ...]
+ife continual SEQUENCE [key=value ...]     (SEQUENCE: demo3 | cora | sequence.games=[...])
+ife continual-report PARENT_RUN_ID [PARENT_RUN_ID ...]
 ife ui [--port PORT] [tracking.uri=URI]
 ife presets
 ife bench [--quick] [--sections env,learner,replay] [--json FILE]
@@ -94,11 +96,26 @@ def cmd_train(args: list[str]) -> int:
     return 0
 
 
-def train(cfg: Any, extra_callbacks: Sequence[Any] = ()) -> tuple[Any, Any, str]:
+def train(
+    cfg: Any,
+    extra_callbacks: Sequence[Any] = (),
+    *,
+    parent_run_id: str | None = None,
+    run_tags: dict[str, str] | None = None,
+    setup: Callable[[Any], None] | None = None,
+) -> tuple[Any, Any, str]:
     """Train the agent a validated config describes; returns (task, trainer, MLflow run id).
 
     Everything that can be checked cheaply (config, tracking store, resume checkpoint) is
     checked before any env or network is built.
+
+    Args:
+        cfg: the validated config.
+        extra_callbacks: more (observe-only) Lightning callbacks.
+        parent_run_id: create the run nested under this MLflow run (continual sequences).
+        run_tags: tags of a new run.
+        setup: called with the task after it is built and before fitting (continual
+            sequences load the previous task's weights and apply the transfer mode here).
     """
     from ife_platform.tracking import (
         check_tracking_reachable,
@@ -133,7 +150,12 @@ def train(cfg: Any, extra_callbacks: Sequence[Any] = ()) -> tuple[Any, Any, str]
             client.update_run(run_id, status="RUNNING")
         else:
             exp_id = ensure_experiment(client, cfg.tracking.experiment)
-            run_id = client.create_run(exp_id, run_name=cfg.tracking.run_name).info.run_id
+            tags = dict(run_tags or {})
+            if parent_run_id:
+                tags["mlflow.parentRunId"] = parent_run_id
+            run_id = client.create_run(
+                exp_id, run_name=cfg.tracking.run_name, tags=tags
+            ).info.run_id
         os.environ["IFE_RUN_ID"] = run_id
         out_dir = Path(cfg.tracking.output_dir).resolve() / run_id
         if resumed_run:  # params are immutable in MLflow: keep the resumed config as a file
@@ -188,6 +210,8 @@ def train(cfg: Any, extra_callbacks: Sequence[Any] = ()) -> tuple[Any, Any, str]
     )
     task = RainbowTask(cfg)
     task.run_id = run_id
+    if setup is not None:
+        setup(task)
     try:
         trainer.fit(task, ckpt_path=ckpt_path, weights_only=True)
     except BaseException:
@@ -399,6 +423,78 @@ def cmd_compare(args: list[str]) -> int:
     return 0
 
 
+def cmd_continual(args: list[str]) -> int:
+    """``ife continual SEQUENCE [key=value ...]``: train a game sequence, report transfer."""
+    from ife_platform.config import available_presets
+
+    words = list(args)
+    if words and "=" not in words[0] and words[0] in available_presets("sequence"):
+        words[0] = f"sequence={words[0]}"
+    # Sequences use the full 18-action set by default: one head serves every game.
+    cfg = compose(["env.full_action_space=true", *words])
+    from ife_platform.tasks.continual import SequenceRunner
+
+    runner = SequenceRunner(cfg)  # validates the sequence (mode, heads, devices) up front
+    runner.run(resume=cfg.resume)
+    return 0
+
+
+def cmd_continual_report(args: list[str]) -> int:
+    """``ife continual-report PARENT_RUN [PARENT_RUN ...]``: rebuild the report from MLflow."""
+    runs = [a for a in args if "=" not in a]
+    if not runs:
+        raise ConfigError(
+            "usage: ife continual-report PARENT_RUN_ID [PARENT_RUN_ID ...] [key=value]"
+        )
+    cfg = compose([a for a in args if "=" in a])
+    import json
+    import time
+
+    import mlflow
+
+    from ife_platform.continual import metrics as CM
+    from ife_platform.tasks.continual import (
+        build_report,
+        format_report,
+        load_progress,
+        write_report,
+    )
+    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    check_tracking_reachable(uri)
+    client = mlflow.MlflowClient(uri)
+    progresses = [load_progress(client, r, cfg.tracking.output_dir) for r in runs]
+    reports = [build_report(p) for p in progresses]
+    out = Path(cfg.tracking.output_dir).resolve()
+    for run, progress, report in zip(runs, progresses, reports, strict=True):
+        print(f"== sequence run {run}")
+        print(format_report(report))
+        if len(runs) == 1:
+            write_report(report, progress, out / run / "report", client, run)
+    if len(runs) > 1:
+        games = {tuple(r["games"]) for r in reports}
+        if len(games) > 1:
+            raise ConfigError(f"these runs are different sequences: {sorted(games)}")
+        import numpy as np
+
+        summary = CM.summarise_over_seeds(
+            [np.asarray(r["R"], dtype=float) for r in reports],
+            aucs=[r["auc"] for r in reports],
+            aucs_ref=[r["auc_reference"] for r in reports],
+        )
+        folder = out / f"continual-report-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "summary.json").write_text(
+            json.dumps({"runs": runs, **summary}, indent=1, default=float)
+        )
+        print(f"== over {len(runs)} runs (mean [95% bootstrap interval over seeds])")
+        for key, v in summary.items():
+            print(f"{key:<26} {v['mean']:.4f} [{v['lo']:.4f}, {v['hi']:.4f}] (n={v['n']})")
+        print(f"files: {folder}")
+    return 0
+
+
 def cmd_ui(args: list[str]) -> int:
     """``ife ui``: the MLflow UI for the local store, bound to 127.0.0.1."""
     from ife_platform.tracking import resolve_tracking_uri
@@ -454,6 +550,8 @@ COMMANDS = {
     "bench": cmd_bench,
     "explain": cmd_explain,
     "compare": cmd_compare,
+    "continual": cmd_continual,
+    "continual-report": cmd_continual_report,
 }
 
 

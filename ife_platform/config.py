@@ -27,7 +27,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-GROUPS = ("agent", "env", "model", "replay", "optim", "trainer", "tracking")
+GROUPS = ("agent", "env", "model", "replay", "optim", "trainer", "tracking", "sequence")
 
 
 class ConfigError(ValueError):
@@ -170,6 +170,28 @@ class ExplainConfig:
 
 
 @dataclass
+class SequenceConfig:
+    """``ife continual``: a sequence of games trained one after the other (issue: continual).
+
+    Steps are agent steps per task. Every game of the sequence is evaluated before training
+    and then every ``eval_every`` steps (past, current and future games).
+    """
+
+    name: str = "custom"
+    games: list[str] = field(default_factory=list)  # ale-py ids, trained in this order
+    steps_per_task: int = 100_000
+    eval_every: int = 25_000  # agent steps between evaluations of every game
+    eval_episodes: int = 3  # games per game per evaluation point (played in parallel envs)
+    eval_max_steps: int = 4_500  # agent steps per evaluation game at most
+    mode: str = "finetune"  # transfer mode(s), combined with '+': e.g. freeze_hue+reset_afe
+    head: str = "shared"  # shared (one 18-action head) | per_game
+    replay: str = "reset"  # reset | keep the buffer at task switches
+    reference: bool = False  # also train every game alone from scratch (forward transfer)
+    alignment_steps: int = 200  # steps per game for mask-object alignment after each task
+    normalise: str = "auto"  # R normalisation: hns | best_abs | auto (hns if all have refs)
+
+
+@dataclass
 class TrainConfig:
     """Budget."""
 
@@ -189,6 +211,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
     seed: int = 0
     resume: str | None = None  # MLflow run id or checkpoint path to continue from
 
@@ -422,6 +445,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.agent.updates_per_step <= 0:
         raise ConfigError(f"agent.updates_per_step must be > 0, got {cfg.agent.updates_per_step}")
     _validate_explain(cfg.explain)
+    _validate_sequence(cfg.sequence, games)
 
 
 EXPLAIN_CHOICES = {
@@ -430,6 +454,27 @@ EXPLAIN_CHOICES = {
     "table": ["csv", "parquet"],
 }
 OBJECT_CATEGORIES = ["player", "enemy", "ball", "projectile", "other"]
+
+
+SEQUENCE_CHOICES = {
+    "head": ["shared", "per_game"],
+    "replay": ["keep", "reset"],
+    "normalise": ["auto", "best_abs", "hns"],
+}
+
+
+def _validate_sequence(q: DictConfig, games: list[str]) -> None:
+    for key, choices in SEQUENCE_CHOICES.items():
+        if q[key] not in choices:
+            raise ConfigError(f"sequence.{key}: " + _choices_msg(key, q[key], choices))
+    for game in q.games:
+        if game not in games:
+            raise ConfigError("sequence.games: " + _choices_msg("game", game, games))
+    for key in ("steps_per_task", "eval_every", "eval_episodes", "eval_max_steps"):
+        if q[key] <= 0:
+            raise ConfigError(f"sequence.{key} must be positive, got {q[key]}")
+    if q.alignment_steps < 0:
+        raise ConfigError(f"sequence.alignment_steps must be >= 0, got {q.alignment_steps}")
 
 
 def _validate_explain(x: DictConfig) -> None:

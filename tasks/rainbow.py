@@ -451,7 +451,9 @@ class RainbowTask(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:  # noqa: D102
         o = self.cfg.optim
-        return torch.optim.Adam(self.online.parameters(), lr=o.lr, eps=o.eps)
+        # Frozen parameters (continual transfer modes) get neither updates nor Adam state.
+        trainable = [p for p in self.online.parameters() if p.requires_grad]
+        return torch.optim.Adam(trainable, lr=o.lr, eps=o.eps)
 
     # -- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102

@@ -1,0 +1,110 @@
+"""Continual sequences end to end: real games, parent + child MLflow runs, stop and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TINY, tracking_args
+from ife_platform.tasks.continual import RainbowContinual, SequenceRunner, preflight
+from mlflow.tracking import MlflowClient
+
+from ife_platform.cli import main
+from ife_platform.config import ConfigError, compose
+
+pytestmark = pytest.mark.slow
+
+SEQ = [
+    "sequence.games=[pong,boxing]",
+    "sequence.steps_per_task=240",
+    "sequence.eval_every=120",
+    "sequence.eval_episodes=1",
+    "sequence.eval_max_steps=60",
+    "sequence.alignment_steps=20",
+    "model.extractor=ife",
+    "model.width=1",
+    "env.full_action_space=true",
+    "tracking.video=false",
+]
+
+
+class StopAfterFirstTask(RainbowContinual):
+    """Trains task 0, then 'crashes' when task 1 starts (as a killed process would)."""
+
+    calls = 0
+
+    def train_task(self, cfg, **kwargs):  # noqa: D102
+        StopAfterFirstTask.calls += 1
+        if StopAfterFirstTask.calls == 2:
+            raise KeyboardInterrupt("stopped between tasks")
+        return super().train_task(cfg, **kwargs)
+
+
+def test_two_task_sequence_stops_and_resumes_without_retraining(workdir: Path) -> None:
+    args = [*TINY, *tracking_args(workdir), *SEQ, "sequence.mode=freeze_hue"]
+    cfg = compose(args)
+    with pytest.raises(KeyboardInterrupt):
+        SequenceRunner(cfg, agent=StopAfterFirstTask()).run()
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ife").experiment_id
+    (parent,) = client.search_runs([exp], "tags.`ife.kind` = 'sequence'")
+    pid = parent.info.run_id
+    assert parent.info.status == "FAILED"
+    children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{pid}'")
+    assert [c.data.tags["ife.task_index"] for c in children] == ["0"]
+    first_child = children[0].info.run_id
+
+    # resume through the CLI: only task 1 trains
+    assert main(["continual", *args, f"resume={pid}"]) == 0
+    children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{pid}'")
+    assert sorted(c.data.tags["ife.task_index"] for c in children) == ["0", "1"]
+    assert first_child in {c.info.run_id for c in children}
+    parent = client.get_run(pid)
+    assert parent.info.status == "FINISHED"
+    assert "continual/average_performance" in parent.data.metrics
+    progress = json.loads((workdir / "out" / pid / "progress.json").read_text())
+    assert [c["task"] for c in progress["completed"]] == [0, 1]
+    assert len(progress["raw_R"]) == 3  # before, after pong, after boxing
+    # freeze_hue: HUE after task 1 is bit-identical to HUE after task 0; AFE and head trained
+    d0, d1 = (c["group_digests"] for c in progress["completed"])
+    assert d0["hue"] == d1["hue"] and d0["afe"] != d1["afe"] and d0["head"] != d1["head"]
+    assert progress["switch_reports"]["1"]["frozen_groups"] == ["hue"]
+    # every game evaluated at every point: before, mid task, end of task, for both games
+    assert progress["curves"]["steps"] == [0, 120, 240, 360, 480]
+    assert all(len(v) == 5 for v in progress["curves"]["returns"].values())
+    # mask alignment on both games (built-in boxes for pong and boxing) after every task
+    assert all(v is not None for row in progress["alignment"] for v in row)
+    arts = {a.path for a in client.list_artifacts(pid, "report")}
+    assert {"report/metrics.json", "report/R.png", "report/alignment_lift.png"} <= arts
+    snaps = {a.path for a in client.list_artifacts(pid, "snapshots")}
+    assert snaps == {"snapshots/task0_pong.pt", "snapshots/task1_boxing.pt"}
+    # the report rebuilds from logged data alone (no local files)
+    (workdir / "out" / pid / "progress.json").unlink()
+    assert main(["continual-report", pid, *tracking_args(workdir)]) == 0
+
+
+def test_sequence_config_errors_fail_before_work(workdir: Path, capsys) -> None:
+    base = [*tracking_args(workdir), "env.full_action_space=true"]
+    with pytest.raises(ConfigError, match="freeze_hue"):
+        preflight(compose([*base, "sequence.games=[pong]", "sequence.mode=frezee_hue"]))
+    with pytest.raises(ConfigError, match="nature_cnn"):
+        preflight(
+            compose(
+                [
+                    *base,
+                    "sequence.games=[pong]",
+                    "sequence.mode=freeze_hue",
+                    "model.extractor=nature_cnn",
+                ]
+            )
+        )
+    with pytest.raises(ConfigError, match="full_action_space"):
+        preflight(compose(["sequence.games=[pong,boxing]", "env.full_action_space=false"]))
+    with pytest.raises(ConfigError, match="no games"):
+        preflight(compose(base))
+    assert main(["continual", "sequence.games=[pong,boxng]", *base]) == 2
+    assert "boxing" in capsys.readouterr().err
+    assert main(["continual", "demo3", "sequence.mode=reset_hue+freeze_hue", *base]) == 2
+    assert main(["continual-report", "no-such-run", *base]) == 2
+    assert "not a sequence run" in capsys.readouterr().err
