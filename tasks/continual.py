@@ -232,8 +232,8 @@ class SequenceRunner:
     # -- evaluation ----------------------------------------------------------------------------
     def _with_head(self, network: nn.Module, game: str) -> nn.Module:
         net = copy.deepcopy(network)
-        if self.heads is not None:
-            T.swap_head(net, self.heads, game)
+        if self.heads is not None:  # a copy: evaluation must not flip the live head's mode
+            T.swap_head(net, copy.deepcopy(self.heads), game)
         return net
 
     def evaluate_all(self, network: nn.Module) -> dict[str, EvalResult]:
