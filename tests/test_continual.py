@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY, tracking_args
 from ife_platform.tasks.continual import RainbowContinual, SequenceRunner, preflight
 from mlflow.tracking import MlflowClient
@@ -108,3 +109,40 @@ def test_sequence_config_errors_fail_before_work(workdir: Path, capsys) -> None:
     assert main(["continual", "demo3", "sequence.mode=reset_hue+freeze_hue", *base]) == 2
     assert main(["continual-report", "no-such-run", *base]) == 2
     assert "not a sequence run" in capsys.readouterr().err
+
+
+def test_per_game_heads_and_kept_replay(workdir: Path) -> None:
+    args = [
+        *TINY,
+        *tracking_args(workdir),
+        *SEQ,
+        "sequence.mode=reset_afe",
+        "sequence.head=per_game",
+        "sequence.replay=keep",
+        "sequence.eval_every=100000",
+        "sequence.alignment_steps=0",
+    ]
+    report = SequenceRunner(compose(args)).run()
+    assert report["tasks_completed"] == 2 and len(report["R"]) == 3
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ife").experiment_id
+    (parent,) = client.search_runs([exp], "tags.`ife.kind` = 'sequence'")
+    pid = parent.info.run_id
+    progress = json.loads((workdir / "out" / pid / "progress.json").read_text())
+    assert progress["switch_reports"]["1"]["reset_groups"] == ["afe"]
+    snap = torch.load(progress["completed"][1]["snapshot"], weights_only=True)
+    assert {k.split(".")[0] for k in snap["heads"]} == {"pong", "boxing"}
+    # the pong head did not train on boxing; the boxing head did
+    first = torch.load(progress["completed"][0]["snapshot"], weights_only=True)
+    for key, value in first["heads"].items():
+        if key.startswith("pong."):
+            assert torch.equal(value, snap["heads"][key]), key
+    assert any(
+        not torch.equal(first["heads"][k], v) for k, v in snap["heads"].items() if "boxing" in k
+    )
+    # the kept buffer: task 1 starts learning with task 0's transitions already stored
+    (child1,) = client.search_runs(
+        [exp], f"tags.`mlflow.parentRunId` = '{pid}' and tags.`ife.task_index` = '1'"
+    )
+    sizes = [m.value for m in client.get_metric_history(child1.info.run_id, "train/replay_size")]
+    assert sizes and sizes[0] > 240
