@@ -10,6 +10,8 @@ Training uses :class:`AtariVecEnv`, a TorchRL :class:`~torchrl.envs.EnvBase` ove
 - ``reward``: the raw, unclipped game reward (learning clips it, scores never do);
 - ``terminated`` / ``truncated`` / ``done``: the *game* ended (all lives) / hit the frame cap;
 - ``life_lost``: a life was lost and the game goes on (terminal for learning only, Atari-100k);
+- ``is_init``: ``pixels`` is the first observation of a game (after a reset or ale-py's
+  same-step autoreset): recurrent agents reset their memory there;
 - ``episode_return`` / ``episode_length``: running raw score and agent steps of the current game
   (read them where ``done`` is set for the finished game's score).
 
@@ -163,6 +165,7 @@ class AtariVecEnv(EnvBase):
         self.observation_spec = Composite(
             pixels=Bounded(0, 255, obs_shape, dtype=torch.uint8),
             life_lost=Categorical(2, (num_envs, 1), dtype=torch.bool),
+            is_init=Categorical(2, (num_envs, 1), dtype=torch.bool),
             episode_return=Unbounded((num_envs, 1), dtype=torch.float32),
             episode_length=Unbounded((num_envs, 1), dtype=torch.int64),
             shape=(num_envs,),
@@ -209,6 +212,7 @@ class AtariVecEnv(EnvBase):
         return self._td(
             {
                 "pixels": torch.from_numpy(self._obs.copy()),
+                "is_init": torch.ones(self.num_envs, 1, dtype=torch.bool),
                 "life_lost": flags[0],
                 "episode_return": ret,
                 "episode_length": length,
@@ -250,6 +254,7 @@ class AtariVecEnv(EnvBase):
         nxt = self._td(
             {
                 "pixels": torch.from_numpy(next_obs),
+                "is_init": torch.zeros(n1, dtype=torch.bool),
                 "reward": torch.from_numpy(reward.astype(np.float32).reshape(n1)),
                 "done": t_flags[0],
                 "terminated": t_flags[1],
@@ -272,6 +277,8 @@ class AtariVecEnv(EnvBase):
         root = self._td(
             {
                 "pixels": torch.from_numpy(obs),
+                # the first observation of a new game (recurrent agents reset their state)
+                "is_init": t_flags[0].clone() if any_done else torch.zeros(n1, dtype=torch.bool),
                 "life_lost": life_lost,
                 "episode_return": ret,
                 "episode_length": length,

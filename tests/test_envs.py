@@ -93,3 +93,32 @@ def test_action_sets_and_unknown_game() -> None:
         AtariVecEnv("ms_pacmann", 1)
     with pytest.raises(ConfigError, match="unknown game"):
         AtariEvalEnv("not_a_game")
+
+
+def test_is_init_marks_the_first_observation_of_every_game() -> None:
+    from tensordict.nn import TensorDictModule
+    from torchrl.collectors import Collector
+
+    # 40 emulator frames = 10 agent steps per game: several truncations in 35 steps
+    env = AtariVecEnv("pong", 2, seed=0, max_episode_frames=40)
+    policy = TensorDictModule(
+        lambda p: torch.zeros(p.shape[0], dtype=torch.int64),
+        in_keys=["pixels"],
+        out_keys=["action"],
+    )
+    collector = Collector(
+        env,
+        policy,
+        frames_per_batch=70,
+        total_frames=-1,
+        trust_policy=True,
+        auto_register_policy_transforms=False,
+    )
+    batch = next(iter(collector))  # [2 envs, 35 steps]
+    collector.shutdown()
+    is_init = batch["is_init"].squeeze(-1)
+    done = batch["next", "done"].squeeze(-1)
+    assert done.sum() >= 4 and is_init[:, 0].all()
+    # a game starts exactly where the previous step ended one
+    assert torch.equal(is_init[:, 1:], done[:, :-1])
+    assert not batch["next", "is_init"].any()  # the final observation of a game is no start

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from .a3c_cnn import A3CCNNExtractor
 from .base import ATARI_SCREEN_HW, AttentionExtractor, FeatureExtractor
 from .cnn_attention import CNNAttentionExtractor
 from .der_cnn import DERCNNExtractor
@@ -17,6 +18,7 @@ from .impala import ImpalaExtractor
 from .nature_cnn import NatureCNNExtractor
 
 EXTRACTORS: dict[str, type[FeatureExtractor]] = {
+    "a3c_cnn": A3CCNNExtractor,
     "cnn_attention": CNNAttentionExtractor,
     "der_cnn": DERCNNExtractor,
     "ife": IFEExtractor,
@@ -52,6 +54,7 @@ def build_extractor(name: str, **kwargs: Any) -> FeatureExtractor:
 __all__ = [
     "ATARI_SCREEN_HW",
     "EXTRACTORS",
+    "A3CCNNExtractor",
     "AttentionExtractor",
     "CNNAttentionExtractor",
     "DERCNNExtractor",
