@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,22 @@ class StepView:
     env: AtariEvalEnv
 
 
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with ``n`` torch threads (restored after).
+
+    Evaluation forwards are batches of 1-8 frames: on a shared 2-core machine one thread is
+    several times faster than two, whose OpenMP workers spin against the emulator threads
+    (docs/benchmarks.md).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @torch.no_grad()
 def play(
     network: QNetwork,
@@ -115,38 +132,39 @@ def play(
     device = network.support.device
     rng = np.random.default_rng(seed)
     result = EvalResult(env.game)
-    try:
-        for episode in range(episodes):
-            obs, frame = env.reset()
-            total, steps = 0.0, 0
-            while steps < max_steps:
-                x = torch.from_numpy(obs).unsqueeze(0).to(device)
-                q = network.q_values(x)[0]
-                action = int(q.argmax().item())
-                if epsilon > 0 and rng.random() < epsilon:
-                    action = int(rng.integers(env.num_actions))
-                if observer is not None:
-                    mask = network.attention_mask
-                    view = StepView(
-                        episode,
-                        steps,
-                        obs,
-                        frame,
-                        q.float().cpu(),
-                        None if mask is None else mask[0].float().cpu(),
-                        action,
-                        env,
-                    )
-                    observer(view)
-                obs, reward, over, truncated, frame = env.step(action)
-                total += reward
-                steps += 1
-                if over or truncated:
-                    break
-            result.returns.append(total)
-            result.lengths.append(steps)
-    finally:
-        network.train(was_training)
+    with torch_threads(1):
+        try:
+            for episode in range(episodes):
+                obs, frame = env.reset()
+                total, steps = 0.0, 0
+                while steps < max_steps:
+                    x = torch.from_numpy(obs).unsqueeze(0).to(device)
+                    q = network.q_values(x)[0]
+                    action = int(q.argmax().item())
+                    if epsilon > 0 and rng.random() < epsilon:
+                        action = int(rng.integers(env.num_actions))
+                    if observer is not None:
+                        mask = network.attention_mask
+                        view = StepView(
+                            episode,
+                            steps,
+                            obs,
+                            frame,
+                            q.float().cpu(),
+                            None if mask is None else mask[0].float().cpu(),
+                            action,
+                            env,
+                        )
+                        observer(view)
+                    obs, reward, over, truncated, frame = env.step(action)
+                    total += reward
+                    steps += 1
+                    if over or truncated:
+                        break
+                result.returns.append(total)
+                result.lengths.append(steps)
+        finally:
+            network.train(was_training)
     return result
 
 
@@ -256,23 +274,26 @@ def evaluate_parallel(
     returns = np.zeros(episodes, dtype=np.float64)
     lengths = np.zeros(episodes, dtype=np.int64)
     running = np.ones(episodes, dtype=bool)
-    try:
-        obs, _ = vec.reset(seed=seed)
-        for _ in range(max_steps):
-            x = torch.from_numpy(np.asarray(obs)).to(device)
-            action = (act(x) if act else network.q_values(x).argmax(-1)).cpu().numpy()
-            if epsilon > 0:
-                explore = rng.random(episodes) < epsilon
-                action = np.where(explore, rng.integers(0, network.num_actions, episodes), action)
-            obs, reward, terminated, truncated, _ = vec.step(action.astype(np.int64))
-            returns[running] += reward[running]
-            lengths[running] += 1
-            running &= ~(terminated | truncated)
-            if not running.any():
-                break
-    finally:
-        vec.close()
-        network.train(was_training)
+    with torch_threads(1):
+        try:
+            obs, _ = vec.reset(seed=seed)
+            for _ in range(max_steps):
+                x = torch.from_numpy(np.asarray(obs)).to(device)
+                action = (act(x) if act else network.q_values(x).argmax(-1)).cpu().numpy()
+                if epsilon > 0:
+                    explore = rng.random(episodes) < epsilon
+                    action = np.where(
+                        explore, rng.integers(0, network.num_actions, episodes), action
+                    )
+                obs, reward, terminated, truncated, _ = vec.step(action.astype(np.int64))
+                returns[running] += reward[running]
+                lengths[running] += 1
+                running &= ~(terminated | truncated)
+                if not running.any():
+                    break
+        finally:
+            vec.close()
+            network.train(was_training)
     return EvalResult(game, returns.tolist(), lengths.tolist())
 
 

@@ -71,10 +71,11 @@ def gae(
     values = values.detach()
     rewards = rewards.to(values.dtype)
     not_done = 1.0 - dones.to(values.dtype)  # [T, B]  m_t
-    next_values = torch.cat([values[1:], bootstrap_value.detach().to(values.dtype)[None]])  # V_{t+1}
+    bootstrap = bootstrap_value.detach().to(values.dtype)  # [B]  V_T
+    next_values = torch.cat([values[1:], bootstrap[None]])  # [T, B]  V_{t+1}
     deltas = rewards + gamma * not_done * next_values - values  # [T, B]  delta_t
     advantages = torch.zeros_like(values)
-    running = torch.zeros_like(bootstrap_value, dtype=values.dtype)  # A_{t+1}, [B]
+    running = torch.zeros_like(bootstrap)  # A_{t+1}, [B]
     for t in reversed(range(values.shape[0])):
         running = deltas[t] + gamma * lam * not_done[t] * running
         advantages[t] = running

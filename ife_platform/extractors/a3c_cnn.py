@@ -71,11 +71,13 @@ class A3CCNNExtractor(FeatureExtractor):
     """The A3C-LSTM CNN; ``features_dim = 1024`` at 84 x 84 (and at the reference's 80 x 80).
 
     Args:
-        in_channels: Input frames (1 for A3C-LSTM: memory is the LSTM, not a frame stack).
+        in_channels: Input frames. The default 4 is every extractor's (so the registry's
+            contract tests build them alike); A3C-LSTM passes 1 (memory is the LSTM, not a
+            frame stack).
         input_size: Square input size in pixels (84 here; the reference crops to 80).
     """
 
-    def __init__(self, in_channels: int = 1, input_size: int = 84) -> None:
+    def __init__(self, in_channels: int = 4, input_size: int = 84) -> None:
         super().__init__(in_channels, input_size)
         out = a3c_output_size(input_size)
         layers: list[nn.Module] = []
