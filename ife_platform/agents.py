@@ -107,10 +107,15 @@ def load_agent(ref: str, overrides: Sequence[str] = (), *, uri: str | None = Non
         saved_file = Path(tmp) / "checkpoint_config.yaml"
         OmegaConf.save(saved, saved_file)
         cfg = compose([f"agent={saved.agent.name}", str(saved_file), *overrides])
-    network = build_network(cfg, state["num_actions"])
-    online = {
-        k[len("online.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("online.")
-    }
+    from ife_platform.config import ACTOR_CRITIC_AGENTS
+
+    if cfg.agent.name in ACTOR_CRITIC_AGENTS:
+        from ife_platform.tasks.a3c import build_model
+
+        network, prefix = build_model(cfg, state["num_actions"]), "model."
+    else:
+        network, prefix = build_network(cfg, state["num_actions"]), "online."
+    online = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     try:
         network.load_state_dict(online)
     except RuntimeError as err:

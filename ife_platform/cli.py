@@ -139,7 +139,14 @@ def train(
     from ife_platform.agents import eval_env_kwargs
     from ife_platform.callbacks.artifacts import CheckpointArtifact
     from ife_platform.callbacks.evaluation import DDPWeightCheck, FinalEvaluation
-    from ife_platform.tasks.rainbow import RainbowTask, total_epochs
+    from ife_platform.config import ACTOR_CRITIC_AGENTS
+
+    if cfg.agent.name in ACTOR_CRITIC_AGENTS:
+        from ife_platform.tasks.a3c import ActorCriticTask as Task
+        from ife_platform.tasks.a3c import total_epochs
+    else:
+        from ife_platform.tasks.rainbow import RainbowTask as Task
+        from ife_platform.tasks.rainbow import total_epochs
 
     # Rank 0 owns the MLflow run; the ranks Lightning launches find its id in the environment.
     run_id = os.environ.get("IFE_RUN_ID") if rank != 0 else None
@@ -208,7 +215,7 @@ def train(
         default_root_dir=str(out_dir),
         **_trainer_kwargs(cfg),
     )
-    task = RainbowTask(cfg)
+    task = Task(cfg)
     task.run_id = run_id
     if setup is not None:
         setup(task)

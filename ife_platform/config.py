@@ -62,7 +62,7 @@ class EnvConfig:
 class ModelConfig:
     """Q-network: extractor + head."""
 
-    extractor: str = "ife"  # ife | cnn_attention | impala | der_cnn | nature_cnn
+    extractor: str = "ife"  # ife | cnn_attention | impala | der_cnn | nature_cnn | a3c_cnn | s3ta
     width: int = 2  # channel multiplier for ife / impala
     hue_window: int = 6  # HUE cell window in input pixels; must divide the 84x84 input
     spectral_norm: bool = True  # spectral norm on residual convs (ife AFE, impala)
@@ -92,7 +92,14 @@ class AgentConfig:
     epsilon_end: float = 0.0
     epsilon_decay_steps: int = 1  # agent steps for the linear decay
     eval_epsilon: float = 0.001
-    loss: str = "c51"  # c51 | huber
+    loss: str = "c51"  # c51 | huber (Rainbow); a2c (actor-critic agents)
+    # Actor-critic agents (a3c_lstm, s3ta): asynchronous actor processes, n-step rollouts.
+    actors: int = 2  # actor processes, each with its own envs and a copy of the policy
+    rollout: int = 20  # agent steps per env per rollout (the A3C profile's 20)
+    gae_lambda: float = 1.0
+    entropy_coef: float = 0.01
+    value_coef: float = 0.5
+    lstm_hidden: int = 512  # the policy LSTM (a3c_lstm; S3TA's is 256, set in its preset)
 
 
 @dataclass
@@ -401,16 +408,20 @@ def validate(cfg: DictConfig) -> None:
     games = known_games()
     if cfg.env.game not in games:
         raise ConfigError("env.game: " + _choices_msg("game", cfg.env.game, games))
-    if cfg.model.extractor not in EXTRACTORS:
-        raise ConfigError(
-            "model.extractor: " + _choices_msg("extractor", cfg.model.extractor, list(EXTRACTORS))
-        )
     agents = available_presets("agent")
     if cfg.agent.name not in agents:
         raise ConfigError("agent: " + _choices_msg("agent", cfg.agent.name, agents))
-    if cfg.agent.loss not in ("c51", "huber"):
+    if cfg.agent.name in ACTOR_CRITIC_AGENTS:
+        _validate_actor_critic(cfg, list(EXTRACTORS))
+    elif cfg.model.extractor not in EXTRACTORS:
+        raise ConfigError(
+            "model.extractor: " + _choices_msg("extractor", cfg.model.extractor, list(EXTRACTORS))
+        )
+    elif cfg.agent.loss not in ("c51", "huber"):
         raise ConfigError(_choices_msg("agent.loss", cfg.agent.loss, ["c51", "huber"]))
-    if (cfg.agent.loss == "c51") != cfg.model.distributional:
+    if cfg.agent.name not in ACTOR_CRITIC_AGENTS and (
+        (cfg.agent.loss == "c51") != cfg.model.distributional
+    ):
         raise ConfigError(
             "agent.loss=c51 needs model.distributional=true and agent.loss=huber needs "
             f"model.distributional=false (got loss={cfg.agent.loss}, "
@@ -446,6 +457,39 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"agent.updates_per_step must be > 0, got {cfg.agent.updates_per_step}")
     _validate_explain(cfg.explain)
     _validate_sequence(cfg.sequence, games)
+
+
+#: Agents trained by the actor-critic task (tasks/a3c.py); the others are Rainbow profiles.
+ACTOR_CRITIC_AGENTS = ("a3c_lstm", "s3ta")
+#: Extractors the A3C-LSTM agent takes (one gray frame per step); S3TA has its own vision core.
+A3C_EXTRACTORS = ("ife", "cnn_attention", "a3c_cnn")
+
+
+def _validate_actor_critic(cfg: DictConfig, extractors: list[str]) -> None:
+    a = cfg.agent
+    if a.name == "s3ta":
+        if cfg.model.extractor != "s3ta":
+            raise ConfigError(
+                f"agent=s3ta has its own vision core: model.extractor must be s3ta, "
+                f"got {cfg.model.extractor}"
+            )
+    elif cfg.model.extractor not in A3C_EXTRACTORS:
+        raise ConfigError(
+            "model.extractor: "
+            + _choices_msg("extractor for a3c_lstm", cfg.model.extractor, list(A3C_EXTRACTORS))
+        )
+    if a.loss != "a2c":
+        raise ConfigError(f"agent={a.name} trains with agent.loss=a2c, got {a.loss}")
+    if cfg.env.frame_stack != 1:
+        raise ConfigError(
+            f"agent={a.name} sees one frame per step (its memory is the LSTM): "
+            f"env.frame_stack must be 1, got {cfg.env.frame_stack}"
+        )
+    for key in ("actors", "rollout", "lstm_hidden"):
+        if a[key] <= 0:
+            raise ConfigError(f"agent.{key} must be positive, got {a[key]}")
+    if not 0.0 <= a.gae_lambda <= 1.0:
+        raise ConfigError(f"agent.gae_lambda must be in [0, 1], got {a.gae_lambda}")
 
 
 EXPLAIN_CHOICES = {

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from ife_platform.envs import AtariEvalEnv
-from ife_platform.rainbow.agent import QNetwork
 from ife_platform.scores import has_reference, human_normalized_score
 from ife_platform.video import MaskVideoRecorder
 
@@ -78,6 +77,43 @@ class StepView:
     env: AtariEvalEnv
 
 
+class ActingPolicy:
+    """Greedy acting for evaluation, the same for value-based and recurrent agents.
+
+    ``scores(obs, first)`` returns per-action scores for a batch: Q-values of a
+    :class:`~ife_platform.rainbow.agent.QNetwork`, or policy logits of a recurrent
+    actor-critic, whose LSTM state this object carries and resets where ``first`` marks the
+    first observation of a game. The greedy action is the argmax of the scores.
+    """
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        self.network = network
+        self.recurrent = not hasattr(network, "q_values")
+        self.num_actions = int(network.num_actions)
+        self.extractor = network.extractor
+        self._state: tuple | None = None
+        param = next(network.parameters())
+        self.device = param.device
+
+    def reset(self, batch: int) -> None:
+        """Forget the recurrent state (a new set of ``batch`` games)."""
+        self._state = self.network.initial_state(batch, self.device) if self.recurrent else None
+
+    def scores(self, obs: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """``[B, A]`` scores for uint8 ``obs [B, C, H, W]``; ``first [B]`` bool."""
+        if not self.recurrent:
+            return self.network.q_values(obs)
+        if self._state is None or self._state[0].shape[0] != obs.shape[0]:
+            self.reset(obs.shape[0])
+        logits, _, self._state = self.network.step(obs, self._state, first.to(self.device))
+        return logits
+
+    @property
+    def attention_mask(self) -> torch.Tensor | None:
+        """The mask of the last forward (``[B, rows, cols]``) or None."""
+        return self.network.attention_mask
+
+
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run a block with ``n`` torch threads (restored after).
@@ -96,7 +132,7 @@ def torch_threads(n: int) -> Iterator[None]:
 
 @torch.no_grad()
 def play(
-    network: QNetwork,
+    network: torch.nn.Module,
     env: AtariEvalEnv,
     *,
     episodes: int,
@@ -111,7 +147,7 @@ def play(
     in their observer. The network's train/eval flag is restored afterwards.
 
     Args:
-        network: the Q-network (any extractor).
+        network: a Q-network or a recurrent actor-critic (any extractor).
         env: an :class:`AtariEvalEnv` with the network's action set.
         episodes: number of games.
         epsilon: evaluation epsilon.
@@ -122,29 +158,31 @@ def play(
     Returns:
         Raw scores and lengths of the games.
     """
-    if env.num_actions != network.num_actions:
+    policy = ActingPolicy(network)
+    if env.num_actions != policy.num_actions:
         raise ValueError(
-            f"the network has {network.num_actions} actions but {env.game} has "
+            f"the network has {policy.num_actions} actions but {env.game} has "
             f"{env.num_actions} with this action set (check env.full_action_space)"
         )
     was_training = network.training
     network.eval()
-    device = network.support.device
+    device = policy.device
     rng = np.random.default_rng(seed)
     result = EvalResult(env.game)
     with torch_threads(1):
         try:
             for episode in range(episodes):
                 obs, frame = env.reset()
+                policy.reset(1)
                 total, steps = 0.0, 0
                 while steps < max_steps:
                     x = torch.from_numpy(obs).unsqueeze(0).to(device)
-                    q = network.q_values(x)[0]
+                    q = policy.scores(x, torch.tensor([steps == 0]))[0]
                     action = int(q.argmax().item())
                     if epsilon > 0 and rng.random() < epsilon:
                         action = int(rng.integers(env.num_actions))
                     if observer is not None:
-                        mask = network.attention_mask
+                        mask = policy.attention_mask
                         view = StepView(
                             episode,
                             steps,
@@ -169,7 +207,7 @@ def play(
 
 
 def evaluate(
-    network: QNetwork,
+    network: torch.nn.Module,
     game: str,
     *,
     episodes: int = 1,
@@ -186,7 +224,7 @@ def evaluate(
     Actions are greedy on Q with probability ``1 - epsilon``.
 
     Args:
-        network: the Q-network (any extractor).
+        network: a Q-network or a recurrent actor-critic (any extractor).
         game: ale-py game id.
         episodes: number of games.
         epsilon: evaluation epsilon.
@@ -232,7 +270,7 @@ def evaluate(
 
 @torch.no_grad()
 def evaluate_parallel(
-    network: QNetwork,
+    network: torch.nn.Module,
     game: str,
     *,
     episodes: int,
@@ -261,15 +299,16 @@ def evaluate_parallel(
     from ife_platform.envs import make_vector_env
 
     vec = make_vector_env(game, episodes, **(env_kwargs or {}))
-    if int(vec.single_action_space.n) != network.num_actions:
+    policy = ActingPolicy(network)
+    if int(vec.single_action_space.n) != policy.num_actions:
         vec.close()
         raise ValueError(
-            f"the network has {network.num_actions} actions but {game} has "
+            f"the network has {policy.num_actions} actions but {game} has "
             f"{int(vec.single_action_space.n)} with this action set (check full_action_space)"
         )
     was_training = network.training
     network.eval()
-    device = network.support.device
+    device = policy.device
     rng = np.random.default_rng(seed)
     returns = np.zeros(episodes, dtype=np.float64)
     lengths = np.zeros(episodes, dtype=np.int64)
@@ -277,18 +316,21 @@ def evaluate_parallel(
     with torch_threads(1):
         try:
             obs, _ = vec.reset(seed=seed)
+            policy.reset(episodes)
+            first = torch.ones(episodes, dtype=torch.bool)
             for _ in range(max_steps):
                 x = torch.from_numpy(np.asarray(obs)).to(device)
-                action = (act(x) if act else network.q_values(x).argmax(-1)).cpu().numpy()
+                action = (act(x) if act else policy.scores(x, first).argmax(-1)).cpu().numpy()
                 if epsilon > 0:
                     explore = rng.random(episodes) < epsilon
                     action = np.where(
-                        explore, rng.integers(0, network.num_actions, episodes), action
+                        explore, rng.integers(0, policy.num_actions, episodes), action
                     )
                 obs, reward, terminated, truncated, _ = vec.step(action.astype(np.int64))
                 returns[running] += reward[running]
                 lengths[running] += 1
                 running &= ~(terminated | truncated)
+                first = torch.from_numpy(terminated | truncated)  # autoreset: a new game
                 if not running.any():
                     break
         finally:

@@ -43,7 +43,7 @@ def test_every_shipped_preset_composes() -> None:
             compose([f"{group}={name}"])
     for name in available_presets("experiment"):
         compose([name])
-    assert set(available_presets("agent")) == {"rainbow_der", "rainbow_fast"}
+    assert set(available_presets("agent")) == {"rainbow_der", "rainbow_fast", "a3c_lstm", "s3ta"}
 
 
 def test_yaml_file_and_readonly(tmp_path) -> None:

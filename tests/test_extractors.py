@@ -19,6 +19,7 @@ from ife_platform.extractors import (
 
 NAMES = sorted(EXTRACTORS)
 EXPECTED_DIM = {
+    "a3c_cnn": 1024,  # 84 -> pool 42 -> 40 -> 20 -> 19 -> 9 -> 9 -> 4: 64 x 4 x 4
     "cnn_attention": 4096,
     "der_cnn": 576,
     "ife": 4096,
@@ -42,7 +43,7 @@ def _uint8_obs(batch: int = 3, size: int = 84, seed: int = 0) -> torch.Tensor:
 
 
 def test_registry_names():
-    assert NAMES == ["cnn_attention", "der_cnn", "ife", "impala", "nature_cnn"]
+    assert NAMES == ["a3c_cnn", "cnn_attention", "der_cnn", "ife", "impala", "nature_cnn"]
     for name, cls in EXTRACTORS.items():
         assert issubclass(cls, FeatureExtractor), name
 
@@ -53,7 +54,7 @@ def test_unknown_name_suggests_closest_and_lists_valid():
     msg = str(err.value)
     assert "unknown extractor 'ifee'" in msg
     assert "did you mean 'ife'?" in msg
-    assert "valid: cnn_attention, der_cnn, ife, impala, nature_cnn" in msg
+    assert "valid: a3c_cnn, cnn_attention, der_cnn, ife, impala, nature_cnn" in msg
 
 
 def test_unknown_kwarg_raises_type_error():
@@ -220,6 +221,9 @@ def test_cnn_attention_cells_leak():
 #   nature_cnn: 8224 + 32*64*16+64 = 32832 + 36928 -> 77984
 #   der_cnn: 4*32*25+32 = 3232; 32*64*25+64 = 51264 -> 54496
 EXPECTED_PARAMS = {
+    # a3c_cnn (4 frames): 4*32*25+32 = 3232; 32*32*25+32 = 25632; 32*64*16+64 = 32832;
+    #   64*64*9+64 = 36928 -> 98624
+    "a3c_cnn": 98624,
     "cnn_attention": 259489,
     "der_cnn": 54496,
     "ife": 195105,

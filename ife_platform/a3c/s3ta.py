@@ -7,15 +7,15 @@ marked as our choice where it does not (see "Deviations").
 
 One agent step ``t`` (Sec. 2; ``B`` frames, grid ``h x w``, ``N_q = 4`` heads):
 
-    (S1) vision core      F_t = conv4x4/2(relu(conv8x8/4(X_t)))  (relu after both), then a
+    (S1) vision core      F_t = relu(conv4x4/2(relu(conv8x8/4(X_t)))), then a
                           ConvLSTM with 128 channels, 3x3 kernel, padding 1:
                           (O_t, C_t) = ConvLSTM(F_t, (O_{t-1}, C_{t-1}))      O_t: [B, 128, h, w]
     (S2) keys / values    K_t, V_t = split(O_t, [c_k = 8, c_v = 120]) along channels
     (S3) spatial basis    K_t <- [K_t ; S],  V_t <- [V_t ; S]   with a FIXED S: [c_s = 64, h, w]
                           K_t: [B, 72, h, w],  V_t: [B, 184, h, w]
     (S4) top-down queries q^n_t = W_q s_{t-1} + b_q,  n = 1..N_q,  q^n_t in R^72, where s_{t-1}
-                          is the policy LSTM's output of the PREVIOUS step (queries are formed
-                          before the agent has seen anything of frame t but the keys)
+                          is the policy LSTM's output of the PREVIOUS step: the queries are
+                          chosen before frame t is seen (top-down), only the keys depend on it
     (S5) attention logits a^n_{t,ij} = <q^n_t, K_{t,:,ij}>              (no 1/sqrt(d) scale)
     (S6) spatial softmax  A^n_{t,ij} = exp(a^n_{t,ij}) / sum_{i'j'} exp(a^n_{t,i'j'})
                           (one softmax per query: sum_ij A^n_{t,ij} = 1 for every head n)
@@ -34,12 +34,13 @@ Spatial basis (S3), our concrete choice of the paper's fixed Fourier basis: for 
 1, which lets a query carry a content-independent bias. The basis is a ``register_buffer``
 (non-persistent, so a checkpoint does not pin the grid), never a Parameter: it gets no gradient
 and no optimiser ever changes it. Because it is part of every key, a query can attend to a
-place ("where") independently of the content ("what"), as analysed in the paper's Sec. 4.
+place ("where") independently of the content ("what"), the split the paper analyses.
 
 Padding and grid: the paper reports a 27 x 20 grid for its 210 x 160 input, which is what
-TensorFlow "SAME" padding gives (ceil(210 / 4) = 53, ceil(53 / 2) = 27; 160 -> 40 -> 20); the
-convolutions here pad the same way (asymmetric: the extra pixel goes after). At this platform's
-84 x 84 input: 84 -> 21 -> 11, so the mask grid is 11 x 11 (121 cells).
+TensorFlow "SAME" padding gives (ceil(210 / 4) = 53, ceil(53 / 2) = 27; 160 -> 40 -> 20; unpadded
+convs would give 24 x 18), so we infer it; the convolutions here pad the same way (asymmetric:
+the extra pixel goes after). At this platform's 84 x 84 input: 84 -> 21 -> 11, so the mask grid
+is 11 x 11 (121 cells).
 
 Cell geometry (:class:`S3TAVision`): a cell of ``O_t`` sees, through the current frame, the
 input pixels of the conv stack AND of the ConvLSTM's 3x3 input-to-hidden kernel (which adds

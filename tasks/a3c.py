@@ -1,0 +1,401 @@
+"""Actor-critic agents (A3C-LSTM, S3TA) as a LightningModule fed by TorchRL's async collector.
+
+The data path, in order (one place each):
+
+1. ``agent.actors`` actor processes (``torchrl.collectors.MultiAsyncCollector``), each with its
+   own :class:`~ife_platform.envs.AtariVecEnv` of ``env.num_envs`` games (one 84x84 gray frame
+   per step, seeded by actor) and its own copy of the policy, :class:`RecurrentActor`. The
+   actor carries the LSTM state of each of its envs across rollouts and resets it where the
+   env flags ``is_init`` (the first observation of a game). It writes the state it acted
+   from and the version of its weights into every step.
+2. Each actor delivers ``[num_envs, rollout]`` batches (20-step rollouts), first come first
+   served. :class:`ActorCriticTask.training_step` re-runs the network over the rollout from
+   the stored initial state (the same resets), computes GAE (Schulman et al. 2016) and the
+   A3C loss (Mnih et al. 2016), steps Adam and pushes the new weights to the actors
+   (``update_policy_weights_``, shared memory). Policy lag = learner version - the version
+   that acted, logged per batch.
+
+How this differs from lock-free Hogwild A3C: there, every worker computes gradients on its
+own rollout and applies them to shared parameters without locks, so updates interleave and
+may overwrite each other. Here actors only act; one learner computes every gradient and owns
+the optimiser (shared-statistics Adam is then simply Adam), which is deterministic given the
+batches, works with Lightning's loop, checkpointing, DDP and GPUs, and makes the staleness of
+the acting policy explicit and measured instead of implicit. The price is that actors act
+with weights up to a few updates old (the logged lag), as in A3C itself and in IMPALA-style
+actor-learner setups, without IMPALA's V-trace correction.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
+from torch import nn
+
+from ife_platform.a3c.losses import actor_critic_loss, gae
+from ife_platform.config import to_container
+from ife_platform.envs import AtariVecEnv, atari_spec
+from ife_platform.scores import has_reference, human_normalized_score
+
+
+def build_model(cfg: DictConfig, num_actions: int) -> nn.Module:
+    """The actor-critic network of ``cfg.agent.name`` (``a3c_lstm`` or ``s3ta``)."""
+    if cfg.agent.name == "s3ta":
+        from ife_platform.a3c.s3ta import build_s3ta
+
+        return build_s3ta(num_actions, hidden_size=cfg.agent.lstm_hidden)
+    from ife_platform.tasks.rainbow import extractor_kwargs
+
+    from ife_platform.a3c.model import build_actor_critic
+
+    return build_actor_critic(
+        cfg.model.extractor,
+        num_actions,
+        extractor_kwargs=extractor_kwargs(cfg.model),
+        hidden=cfg.agent.lstm_hidden,
+    )
+
+
+def acting_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights with every parametrization (spectral norm) evaluated into a weight.
+
+    Parametrized modules cannot be pickled into spawned actor processes, so actors hold a
+    copy built without spectral norm; this gives it the learner's *effective* weights
+    (``W / sigma`` with the current power-iteration vectors, as in an eval-mode forward;
+    no power iteration runs here).
+    """
+    from torch.nn.utils import parametrize
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = {k: v for k, v in model.state_dict().items() if ".parametrizations." not in k}
+            for name, module in model.named_modules():
+                if parametrize.is_parametrized(module):
+                    for pname in module.parametrizations:
+                        prefix = f"{name}." if name else ""
+                        out[f"{prefix}{pname}"] = getattr(module, pname).detach().clone()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def build_acting_model(cfg: DictConfig, num_actions: int) -> nn.Module:
+    """The actors' copy: the same network without parametrizations (see acting_state_dict)."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.merge(cfg, {"model": {"spectral_norm": False}})
+    return build_model(plain, num_actions)
+
+
+class RecurrentActor(nn.Module):
+    """The acting copy of the policy inside an actor process.
+
+    Keeps one recurrent state per env of its actor (plain tensors, not synchronised with the
+    learner), resets it where ``is_init`` is set, samples actions from the policy, and writes
+    the state it acted from (``state_0..k``) and its weights' ``version`` (a buffer that the
+    learner's weight push updates with the weights).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("version", torch.zeros((), dtype=torch.int64))
+        self._state: tuple[torch.Tensor, ...] | None = None
+
+    @torch.no_grad()
+    def forward(self, pixels: torch.Tensor, is_init: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Actions for ``pixels [N, 1, 84, 84]``; returns (action, version, *state before)."""
+        n = pixels.shape[0]
+        if self._state is None or self._state[0].shape[0] != n:
+            self._state = self.model.initial_state(n, pixels.device)
+        before = self._state
+        logits, _, self._state = self.model.step(pixels, before, is_init.reshape(n))
+        action = torch.multinomial(torch.softmax(logits.float(), -1), 1).squeeze(-1)
+        return (action, self.version.expand(n).clone(), *before)
+
+
+def _make_env(cfg_env: dict[str, Any], seed: int) -> AtariVecEnv:
+    """Env factory of one actor process (module level: it is pickled into spawned workers)."""
+    return AtariVecEnv(
+        cfg_env["game"],
+        cfg_env["num_envs"],
+        seed=seed,
+        sticky_actions=cfg_env["sticky_actions"],
+        full_action_space=cfg_env["full_action_space"],
+        noop_max=cfg_env["noop_max"],
+        frame_skip=cfg_env["frame_skip"],
+        frame_stack=cfg_env["frame_stack"],
+        max_episode_frames=cfg_env["max_episode_frames"],
+        fire_reset=cfg_env["fire_reset"],
+        num_threads=1,
+    )
+
+
+class ActorCriticTask(L.LightningModule):
+    """A3C-LSTM or S3TA trained from asynchronous actor processes (see the module docstring).
+
+    Args:
+        cfg: the validated config (``agent=a3c_lstm`` or ``agent=s3ta``).
+    """
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.cfg = cfg
+        spec = atari_spec(cfg.env.game, cfg.env.full_action_space)
+        self.num_actions = spec.num_actions
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg, spec.num_actions)
+        self.env_steps = 0
+        self.updates = 0
+        self.episodes = 0
+        self.restarts = 0
+        self.recent_returns: deque[float] = deque(maxlen=20)
+        self._pending_episodes: list[tuple[float, int]] = []
+        self._last_log: tuple[float, int, int] | None = None
+        self._collector: Any = None
+        self._policy: RecurrentActor | None = None
+        self.run_id: str | None = None
+        self.last_lag: tuple[float, float] = (0.0, 0.0)
+
+    # The evaluation code and callbacks look for the network that acts greedily.
+    @property
+    def online(self) -> nn.Module:
+        """The trained network (evaluation, videos, checkpoints' consumers)."""
+        return self.model
+
+    # -- data --------------------------------------------------------------------------------
+    def build_collector(self) -> Any:
+        """The actor processes: TorchRL's MultiAsyncCollector over one env per actor."""
+        from torchrl.collectors import MultiAsyncCollector
+
+        a, e = self.cfg.agent, self.cfg.env
+        cfg_env = to_container(e)
+        base = self.cfg.seed * 1_000_003 + self.global_rank * 10_007 + self.restarts * 101
+        makers = [functools.partial(_make_env, cfg_env, base + 997 * i) for i in range(a.actors)]
+        self._policy = RecurrentActor(build_acting_model(self.cfg, self.num_actions))
+        n_state = len(self.model.initial_state(1))
+        policy = self._td_policy = TensorDictModule(
+            self._policy,
+            in_keys=["pixels", "is_init"],
+            out_keys=["action", "policy_version", *[f"state_{i}" for i in range(n_state)]],
+        )
+        collector = MultiAsyncCollector(
+            makers,
+            policy,
+            frames_per_batch=e.num_envs * a.rollout,
+            total_frames=-1,
+            trust_policy=True,
+            auto_register_policy_transforms=False,
+            num_sub_threads=1,  # one torch thread per actor process: no oversubscription
+            device="cpu",
+        )
+        collector.set_seed(base)
+        return collector
+
+    def on_fit_start(self) -> None:  # noqa: D102
+        seed = self.cfg.seed + 1000 * self.global_rank
+        if not self._restored_rng:
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
+        self._collector = self.build_collector()
+        self._push_weights()
+
+    _restored_rng = False
+
+    def on_fit_end(self) -> None:  # noqa: D102
+        if self._collector is not None:
+            self._collector.shutdown()
+            self._collector = None
+
+    def train_dataloader(self) -> Any:  # noqa: D102
+        return _Rollouts(self)
+
+    def _push_weights(self) -> None:
+        """Copy the learner's weights and version into the actors (shared memory)."""
+        assert self._policy is not None and self._collector is not None
+        with torch.no_grad():
+            weights = acting_state_dict(self.model)
+            target = self._policy.model.state_dict()
+            if weights.keys() != target.keys():
+                raise RuntimeError(f"actor/learner weights differ: {set(weights) ^ set(target)}")
+            for key, dst in target.items():
+                dst.copy_(weights[key].cpu())
+            self._policy.version.fill_(self.updates)
+        self._collector.update_policy_weights_(TensorDict.from_module(self._td_policy))
+
+    def _record(self, batch: TensorDict) -> None:
+        nxt = batch["next"]
+        done = nxt["done"].squeeze(-1)
+        if done.any():
+            for ret, length in zip(
+                nxt["episode_return"].squeeze(-1)[done].tolist(),
+                nxt["episode_length"].squeeze(-1)[done].tolist(),
+                strict=True,
+            ):
+                self.episodes += 1
+                self.recent_returns.append(ret)
+                self._pending_episodes.append((ret, int(length)))
+
+    # -- learning ----------------------------------------------------------------------------
+    def _loss(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+        a, e = self.cfg.agent, self.cfg.env
+        tb = batch.transpose(0, 1)  # [T, N]: the rollout axis first
+        obs = tb["pixels"]
+        first = tb["is_init"].squeeze(-1)
+        n_state = len([k for k in batch.keys() if str(k).startswith("state_")])
+        state0 = tuple(batch[f"state_{i}"][:, 0] for i in range(n_state))
+        logits, values, final = self.model(obs, state0, first)
+        mask = self.model.attention_mask
+        nxt = tb["next"]
+        reward = nxt["reward"].squeeze(-1).float()
+        if e.reward_clip:
+            reward = reward.clamp(-1.0, 1.0)
+        done = nxt["done"].squeeze(-1)
+        if e.life_loss_terminal:
+            done = done | nxt["life_lost"].squeeze(-1)
+        with torch.no_grad():
+            # V of the observation after the rollout, from the state the rollout ends in.
+            _, bootstrap, _ = self.model.step(nxt["pixels"][-1], final, torch.zeros_like(done[-1]))
+            advantages, returns = gae(
+                reward, values.detach(), bootstrap, done.float(), a.gamma, a.gae_lambda
+            )
+        terms = actor_critic_loss(
+            logits,
+            values,
+            tb["action"],
+            advantages,
+            returns,
+            entropy_coef=a.entropy_coef,
+            value_coef=a.value_coef,
+        )
+        if mask is not None:
+            m = mask.detach().flatten(1).float()
+            terms["mask_entropy"] = -(m * (m + 1e-12).log()).sum(-1).mean()
+        version = batch["policy_version"].float()
+        terms["policy_lag_mean"] = self.updates - version.mean()
+        terms["policy_lag_max"] = self.updates - version.min()
+        return terms
+
+    def training_step(self, batch: TensorDict, batch_idx: int) -> dict[str, torch.Tensor]:  # noqa: D102
+        opt = self.optimizers()
+        batch = batch.to(self.device)
+        terms = self._loss(batch)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(terms["loss"])
+        self.clip_gradients(
+            opt, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm"
+        )
+        opt.step()
+        self.updates += 1
+        self._push_weights()
+        self.last_lag = (float(terms["policy_lag_mean"]), float(terms["policy_lag_max"]))
+        if self.updates % self.cfg.trainer.log_every_updates == 0 or self.updates == 1:
+            self._log_progress(terms)
+        return {k: v.detach() for k, v in terms.items() if v.ndim == 0}
+
+    def _log_progress(self, terms: dict[str, torch.Tensor]) -> None:
+        now = time.perf_counter()
+        metrics = {k: float(v.detach()) for k, v in terms.items() if v.ndim == 0}
+        if self._last_log is not None:
+            t, steps, updates = self._last_log
+            metrics["steps_per_s"] = (self.env_steps - steps) / max(now - t, 1e-9)
+            metrics["updates_per_s"] = (self.updates - updates) / max(now - t, 1e-9)
+        self._last_log = (now, self.env_steps, self.updates)
+        metrics.update(env_steps=float(self.env_steps), updates=float(self.updates))
+        if self.logger is not None and self.global_rank == 0:
+            self.logger.log_metrics({f"train/{k}": v for k, v in metrics.items()}, self.env_steps)
+            game = self.cfg.env.game
+            for ret, length in self._pending_episodes:
+                episode = {"episode/return": ret, "episode/length": float(length)}
+                if has_reference(game):
+                    episode["episode/hns"] = human_normalized_score(game, ret)
+                self.logger.log_metrics(episode, step=self.env_steps)
+        self._pending_episodes.clear()
+        self.log("sps", metrics.get("steps_per_s", 0.0), prog_bar=True, logger=False)
+        if self.recent_returns:
+            self.log("return", float(np.mean(self.recent_returns)), prog_bar=True, logger=False)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:  # noqa: D102
+        o = self.cfg.optim
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.Adam(trainable, lr=o.lr, eps=o.eps)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
+        np_state = np.random.get_state()
+        checkpoint["ife"] = {
+            "config": to_container(self.cfg),
+            "run_id": self.run_id,
+            "num_actions": self.num_actions,
+            "counters": {
+                "env_steps": self.env_steps,
+                "updates": self.updates,
+                "episodes": self.episodes,
+                "restarts": self.restarts,
+            },
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                "numpy_pos": int(np_state[2]),
+                "python": list(random.getstate()[1]),
+            },
+            "recent_returns": list(self.recent_returns),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
+        state = checkpoint["ife"]
+        c = state["counters"]
+        self.env_steps, self.updates = int(c["env_steps"]), int(c["updates"])
+        self.episodes = int(c["episodes"])
+        self.restarts = int(c["restarts"]) + 1  # games in flight restart with fresh seeds
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(
+            ("MT19937", rng["numpy_keys"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0)
+        )
+        random.setstate((3, tuple(rng["python"]), None))
+        self._restored_rng = True
+        self.recent_returns.extend(state["recent_returns"])
+
+
+class _Rollouts:
+    """The training "dataloader": one Lightning epoch of rollouts from the actors."""
+
+    def __init__(self, task: ActorCriticTask) -> None:
+        self.task = task
+        self._it: Iterator | None = None
+
+    def __iter__(self) -> Iterator[TensorDict]:
+        task, t = self.task, self.task.cfg.trainer
+        assert task._collector is not None, "on_fit_start builds the collector"
+        if self._it is None:
+            self._it = iter(task._collector)
+        end = min(
+            (task.env_steps // t.steps_per_epoch + 1) * t.steps_per_epoch,
+            task.cfg.train.total_steps,
+        )
+        while task.env_steps < end:
+            batch = next(self._it)  # [N envs, T steps] of one actor
+            task.env_steps += batch.numel()
+            task._record(batch)
+            yield batch
+
+
+def total_epochs(cfg: DictConfig) -> int:
+    """Lightning epochs for the budget (an epoch = ``trainer.steps_per_epoch`` agent steps)."""
+    return math.ceil(cfg.train.total_steps / cfg.trainer.steps_per_epoch)
