@@ -167,7 +167,9 @@ class ActorCriticTask(L.LightningModule):
         self._pending_episodes: list[tuple[float, int]] = []
         self._last_log: tuple[float, int, int] | None = None
         self._collector: Any = None
-        self._policy: RecurrentActor | None = None
+        # The actors' policy template lives outside the module tree: it must not be
+        # checkpointed, moved to the learner's device or counted as learner parameters.
+        self._acting: dict[str, nn.Module] = {}
         self.run_id: str | None = None
         self.last_lag: tuple[float, float] = (0.0, 0.0)
 
@@ -186,10 +188,10 @@ class ActorCriticTask(L.LightningModule):
         cfg_env = to_container(e)
         base = self.cfg.seed * 1_000_003 + self.global_rank * 10_007 + self.restarts * 101
         makers = [functools.partial(_make_env, cfg_env, base + 997 * i) for i in range(a.actors)]
-        self._policy = RecurrentActor(build_acting_model(self.cfg, self.num_actions))
+        actor = RecurrentActor(build_acting_model(self.cfg, self.num_actions))
         n_state = len(self.model.initial_state(1))
-        policy = self._td_policy = TensorDictModule(
-            self._policy,
+        policy = TensorDictModule(
+            actor,
             in_keys=["pixels", "is_init"],
             out_keys=["action", "policy_version", *[f"state_{i}" for i in range(n_state)]],
         )
@@ -204,6 +206,7 @@ class ActorCriticTask(L.LightningModule):
             device="cpu",
         )
         collector.set_seed(base)
+        self._acting = {"actor": actor, "policy": policy}
         return collector
 
     def on_fit_start(self) -> None:  # noqa: D102
@@ -227,16 +230,17 @@ class ActorCriticTask(L.LightningModule):
 
     def _push_weights(self) -> None:
         """Copy the learner's weights and version into the actors (shared memory)."""
-        assert self._policy is not None and self._collector is not None
+        assert self._acting and self._collector is not None, "build_collector first"
+        actor = self._acting["actor"]
         with torch.no_grad():
             weights = acting_state_dict(self.model)
-            target = self._policy.model.state_dict()
+            target = actor.model.state_dict()
             if weights.keys() != target.keys():
                 raise RuntimeError(f"actor/learner weights differ: {set(weights) ^ set(target)}")
             for key, dst in target.items():
                 dst.copy_(weights[key].cpu())
-            self._policy.version.fill_(self.updates)
-        self._collector.update_policy_weights_(TensorDict.from_module(self._td_policy))
+            actor.version.fill_(self.updates)
+        self._collector.update_policy_weights_(TensorDict.from_module(self._acting["policy"]))
 
     def _record(self, batch: TensorDict) -> None:
         nxt = batch["next"]
