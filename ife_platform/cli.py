@@ -299,6 +299,17 @@ def _numeric(summary: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def _require_value_based(cfg: Any, command: str) -> None:
+    from ife_platform.config import ACTOR_CRITIC_AGENTS
+
+    if cfg.agent.name in ACTOR_CRITIC_AGENTS:
+        raise ConfigError(
+            f"{command} measures Rainbow agents so far; {cfg.agent.name} checkpoints get raw "
+            "scores and the mask video from `ife evaluate` (recurrent saliency and "
+            "faithfulness need the LSTM state per frame: not built yet)"
+        )
+
+
 def cmd_explain(args: list[str]) -> int:
     """``ife explain CHECKPOINT_or_RUN_ID [key=value ...]``: measure what the agent attends."""
     if not args or "=" in args[0]:
@@ -314,6 +325,7 @@ def cmd_explain(args: list[str]) -> int:
 
     agent = load_agent(args[0], args[1:])
     cfg, x = agent.cfg, agent.cfg.explain
+    _require_value_based(cfg, "ife explain")
     uri = resolve_tracking_uri(cfg.tracking.uri)
     check_tracking_reachable(uri)
     objects, note = E.resolve_objects(cfg.env.game, x.objects)
@@ -366,6 +378,8 @@ def cmd_compare(args: list[str]) -> int:
     )
 
     agents = [load_agent(ref, [*overrides, "explain.video=false"]) for ref in refs]
+    for agent in agents:
+        _require_value_based(agent.cfg, "ife compare")
     first = agents[0]
     cfg, x = first.cfg, first.cfg.explain
     for agent in agents[1:]:
