@@ -702,6 +702,19 @@ def format_report(results: dict[str, Any]) -> str:
             f"  {'bare PyTorch loop':40s} {_fmt_rate(lr['bare_updates_per_s']):>8s}",
             f"  {'ratio':40s} {lr['ratio']:8.2f}",
         ]
+    ac = results.get("actors")
+    if ac:
+        lines += [
+            "",
+            f"== actor processes, {ac['game']}, {ac['actors']} actors x {ac['envs_per_actor']} "
+            f"envs, {ac['extractor']}-LSTM policy acting (median of {ac['rounds']})",
+        ]
+        for name, v in ac["variants"].items():
+            lines.append(f"  {name:40s} {_fmt_rate(v['steps_per_s']):>8s}  ratio {v['ratio']:.2f}")
+        lines.append(
+            f"  {'learner updates/s':40s} {ac['learner_updates_per_s']:8.2f}"
+            f"  ({ac['rollout_steps_per_update']} agent steps per update)"
+        )
     ex = results.get("explain")
     if ex:
         lines += [
@@ -822,6 +835,101 @@ def bench_explain(
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# 5. Actor-critic: actor processes vs the raw vector env, learner updates/s
+# --------------------------------------------------------------------------------------------
+
+
+def bench_actors(
+    game: str = "pong",
+    *,
+    actors: int = 2,
+    envs_per_actor: int = 4,
+    batches: int = 12,
+    rounds: int = 2,
+    extractor: str = "ife",
+) -> dict[str, Any]:
+    """Agent steps/s of N actor processes (A3C-LSTM policy acting) vs the raw vector env.
+
+    The raw side steps one ale-py vector env with ``actors * envs_per_actor`` games and random
+    actions in this process; the platform side is ``ActorCriticTask``'s MultiAsyncCollector
+    (one torch thread per actor) with the untrained IFE-LSTM policy choosing actions. Both
+    use the same cores. Then the learner: updates/s of the A3C loss + Adam + weight push on
+    the collected rollouts (no Lightning loop).
+    """
+    import numpy as np
+    import torch
+
+    from ife_platform.config import compose
+    from ife_platform.tasks.a3c import ActorCriticTask
+
+    cfg = compose(
+        [
+            "agent=a3c_lstm",
+            f"env.game={game}",
+            f"model.extractor={extractor}",
+            f"env.num_envs={envs_per_actor}",
+            f"agent.actors={actors}",
+        ]
+    )
+    task = ActorCriticTask(cfg)
+    task._collector = task.build_collector()
+    n = actors * envs_per_actor
+    vec = make_raw_vector_env(game, n)
+    rng = np.random.default_rng(0)
+    steps = batches * cfg.agent.rollout * envs_per_actor  # agent steps per measurement
+    kept: list[Any] = []
+    try:
+        it = iter(task._collector)
+        kept.append(next(it))
+
+        def platform() -> float:
+            t0 = time.perf_counter()
+            frames = 0
+            while frames < steps:
+                batch = next(it)
+                frames += batch.numel()
+                if len(kept) < 4:
+                    kept.append(batch)
+            return frames / (time.perf_counter() - t0)
+
+        def raw() -> float:
+            t0 = time.perf_counter()
+            for _ in range(steps // n):
+                vec.step(rng.integers(0, task.num_actions, n))
+            return (steps // n) * n / (time.perf_counter() - t0)
+
+        vec.reset(seed=0)
+        results = interleave({"raw ale-py vector env": raw, "actor processes": platform}, rounds)
+        opt = torch.optim.Adam(task.model.parameters(), lr=1e-4)
+        t0 = time.perf_counter()
+        for batch in kept:
+            terms = task._loss(batch)
+            opt.zero_grad()
+            terms["loss"].backward()
+            opt.step()
+            task.updates += 1
+            task._push_weights()
+        learner = len(kept) / (time.perf_counter() - t0)
+    finally:
+        task._collector.shutdown()
+        vec.close()
+    raw_rate = _median(results["raw ale-py vector env"])
+    return {
+        "game": game,
+        "actors": actors,
+        "envs_per_actor": envs_per_actor,
+        "extractor": extractor,
+        "rounds": rounds,
+        "variants": {
+            k: {"steps_per_s": _median(v), "ratio": _median(v) / raw_rate, "samples": v}
+            for k, v in results.items()
+        },
+        "learner_updates_per_s": learner,
+        "rollout_steps_per_update": cfg.agent.rollout * envs_per_actor,
+    }
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
@@ -834,8 +942,8 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--sections",
-        default="env,learner,replay,explain",
-        help="comma list of env, learner, replay, explain (default: all)",
+        default="env,learner,replay,explain,actors",
+        help="comma list of env, learner, replay, explain, actors (default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="small budgets (about a minute)")
     parser.add_argument("--game", default="pong")
@@ -867,7 +975,7 @@ def main(argv: list[str]) -> int:
     opts = parser.parse_args(argv)
 
     sections = {s.strip() for s in opts.sections.split(",") if s.strip()}
-    unknown = sections - {"env", "learner", "replay", "explain"}
+    unknown = sections - {"env", "learner", "replay", "explain", "actors"}
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     env_rounds = opts.env_rounds or (3 if opts.quick else 5)
@@ -916,6 +1024,11 @@ def main(argv: list[str]) -> int:
             opts.game, steps=150 if opts.quick else 400, rounds=3 if opts.quick else 5
         )
         print(f"  explain done ({time.perf_counter() - start:.0f} s)", flush=True)
+    if "actors" in sections:
+        results["actors"] = bench_actors(
+            opts.game, batches=6 if opts.quick else 12, rounds=2 if opts.quick else 3
+        )
+        print(f"  actors done ({time.perf_counter() - start:.0f} s)", flush=True)
     results["wall_s"] = time.perf_counter() - start
     results["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     print()
