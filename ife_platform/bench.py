@@ -873,11 +873,24 @@ def bench_actors(
         ]
     )
     task = ActorCriticTask(cfg)
-    task._collector = task.build_collector()
     n = actors * envs_per_actor
-    vec = make_raw_vector_env(game, n)
     rng = np.random.default_rng(0)
     steps = batches * cfg.agent.rollout * envs_per_actor  # agent steps per measurement
+    vec = make_raw_vector_env(game, n)
+    vec.reset(seed=0)
+
+    def raw() -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps // n):
+            vec.step(rng.integers(0, task.num_actions, n))
+        return (steps // n) * n / (time.perf_counter() - t0)
+
+    # Not interleaved: a MultiAsyncCollector's actors keep stepping between batches, so the
+    # raw env is measured before the actors start (on the same, otherwise idle, cores).
+    raw()
+    results = {"raw ale-py vector env": [raw() for _ in range(rounds)]}
+    vec.close()
+    task._collector = task.build_collector()
     kept: list[Any] = []
     try:
         it = iter(task._collector)
@@ -893,14 +906,8 @@ def bench_actors(
                     kept.append(batch)
             return frames / (time.perf_counter() - t0)
 
-        def raw() -> float:
-            t0 = time.perf_counter()
-            for _ in range(steps // n):
-                vec.step(rng.integers(0, task.num_actions, n))
-            return (steps // n) * n / (time.perf_counter() - t0)
-
-        vec.reset(seed=0)
-        results = interleave({"raw ale-py vector env": raw, "actor processes": platform}, rounds)
+        platform()
+        results["actor processes"] = [platform() for _ in range(rounds)]
         opt = torch.optim.Adam(task.model.parameters(), lr=1e-4)
         t0 = time.perf_counter()
         for batch in kept:
@@ -913,7 +920,6 @@ def bench_actors(
         learner = len(kept) / (time.perf_counter() - t0)
     finally:
         task._collector.shutdown()
-        vec.close()
     raw_rate = _median(results["raw ale-py vector env"])
     return {
         "game": game,

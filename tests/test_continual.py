@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,7 @@ def test_sequence_config_errors_fail_before_work(workdir: Path, capsys) -> None:
     assert "not a sequence run" in capsys.readouterr().err
 
 
-def test_per_game_heads_and_kept_replay(workdir: Path) -> None:
+def test_per_game_heads_kept_replay_and_scratch_references(workdir: Path) -> None:
     args = [
         *TINY,
         *tracking_args(workdir),
@@ -121,9 +122,13 @@ def test_per_game_heads_and_kept_replay(workdir: Path) -> None:
         "sequence.replay=keep",
         "sequence.eval_every=100000",
         "sequence.alignment_steps=0",
+        "sequence.reference=true",
     ]
     report = SequenceRunner(compose(args)).run()
     assert report["tasks_completed"] == 2 and len(report["R"]) == 3
+    # the scratch references ran (one child run per game) and give forward transfer
+    assert len(report["forward_transfer"]) == 2
+    assert all(math.isfinite(v) for v in report["auc_reference"])
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("ife").experiment_id
     (parent,) = client.search_runs([exp], "tags.`ife.kind` = 'sequence'")
@@ -141,6 +146,8 @@ def test_per_game_heads_and_kept_replay(workdir: Path) -> None:
         not torch.equal(first["heads"][k], v) for k, v in snap["heads"].items() if "boxing" in k
     )
     # the kept buffer: task 1 starts learning with task 0's transitions already stored
+    refs = client.search_runs([exp], "tags.`ife.kind` = 'sequence_reference'")
+    assert sorted(r.data.tags["ife.game"] for r in refs) == ["boxing", "pong"]
     (child1,) = client.search_runs(
         [exp], f"tags.`mlflow.parentRunId` = '{pid}' and tags.`ife.task_index` = '1'"
     )
