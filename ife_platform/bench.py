@@ -919,7 +919,7 @@ def bench_actors(
             task._push_weights()
         learner = len(kept) / (time.perf_counter() - t0)
     finally:
-        task._collector.shutdown()
+        task.shutdown_collector()
     raw_rate = _median(results["raw ale-py vector env"])
     return {
         "game": game,

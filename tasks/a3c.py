@@ -195,6 +195,9 @@ class ActorCriticTask(L.LightningModule):
             in_keys=["pixels", "is_init"],
             out_keys=["action", "policy_version", *[f"state_{i}" for i in range(n_state)]],
         )
+        # MultiAsyncCollector sets this process's torch threads to (threads - actors), at least
+        # 1, and never restores them: shutdown_collector() does.
+        self._threads_before = torch.get_num_threads()
         collector = MultiAsyncCollector(
             makers,
             policy,
@@ -221,9 +224,16 @@ class ActorCriticTask(L.LightningModule):
     _restored_rng = False
 
     def on_fit_end(self) -> None:  # noqa: D102
+        self.shutdown_collector()
+
+    def shutdown_collector(self) -> None:
+        """Stop the actor processes and restore this process's torch thread count."""
         if self._collector is not None:
             self._collector.shutdown()
             self._collector = None
+            torch.set_num_threads(self._threads_before)
+
+    _threads_before = 1
 
     def train_dataloader(self) -> Any:  # noqa: D102
         return _Rollouts(self)

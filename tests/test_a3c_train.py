@@ -97,7 +97,9 @@ def test_actors_act_with_pushed_weights() -> None:
         assert versions[-2:] == [7, 7], versions
         assert set(versions) <= {0, 7}
     finally:
-        task._collector.shutdown()
+        threads = task._threads_before
+        task.shutdown_collector()
+    assert torch.get_num_threads() == threads  # the collector's thread change is undone
     # the actors' copy (no parametrizations) computes what the learner computes
     acting = build_acting_model(cfg, task.num_actions)
     acting.load_state_dict(acting_state_dict(task.model))
