@@ -712,6 +712,10 @@ def format_report(results: dict[str, Any]) -> str:
         for name, v in ac["variants"].items():
             lines.append(f"  {name:40s} {_fmt_rate(v['steps_per_s']):>8s}  ratio {v['ratio']:.2f}")
         lines.append(
+            f"  {'policy step, 1 thread, ' + str(ac['envs_per_actor']) + ' envs':40s} "
+            f"{ac['policy_step_ms']:8.2f} ms"
+        )
+        lines.append(
             f"  {'learner updates/s':40s} {ac['learner_updates_per_s']:8.2f}"
             f"  ({ac['rollout_steps_per_update']} agent steps per update)"
         )
@@ -875,6 +879,20 @@ def bench_actors(
     task = ActorCriticTask(cfg)
     n = actors * envs_per_actor
     rng = np.random.default_rng(0)
+    # What one acting step costs an actor process (one torch thread, envs_per_actor frames).
+    from ife_platform.evaluation import torch_threads
+    from ife_platform.tasks.a3c import build_acting_model
+
+    acting = build_acting_model(cfg, task.num_actions)
+    x = torch.randint(0, 256, (envs_per_actor, 1, 84, 84), dtype=torch.uint8)
+    state = acting.initial_state(envs_per_actor)
+    first = torch.zeros(envs_per_actor, dtype=torch.bool)
+    with torch_threads(1), torch.no_grad():
+        acting.step(x, state, first)
+        t0 = time.perf_counter()
+        for _ in range(20):
+            acting.step(x, state, first)
+        policy_ms = (time.perf_counter() - t0) / 20 * 1000
     steps = batches * cfg.agent.rollout * envs_per_actor  # agent steps per measurement
     vec = make_raw_vector_env(game, n)
     vec.reset(seed=0)
@@ -932,6 +950,7 @@ def bench_actors(
             for k, v in results.items()
         },
         "learner_updates_per_s": learner,
+        "policy_step_ms": policy_ms,
         "rollout_steps_per_update": cfg.agent.rollout * envs_per_actor,
     }
 

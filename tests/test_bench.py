@@ -161,3 +161,14 @@ def test_explain_bench_reports_overheads_and_saliency_rates() -> None:
     assert all(_positive(v["frames_per_s"]) for v in out["saliency"].values())
     report = bench.format_report({"machine": bench.machine_info(), "explain": out})
     assert "recording overhead" in report
+
+
+def test_actor_bench_reports_rates_and_restores_threads() -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    out = bench.bench_actors("pong", actors=2, envs_per_actor=2, batches=1, rounds=1)
+    assert list(out["variants"]) == ["raw ale-py vector env", "actor processes"]
+    assert all(_positive(v["steps_per_s"]) for v in out["variants"].values())
+    assert _positive(out["learner_updates_per_s"]) and _positive(out["policy_step_ms"])
+    assert torch.get_num_threads() == threads
