@@ -133,10 +133,48 @@ class RainbowContinual:
         )
 
 
+class ActorCriticContinual(RainbowContinual):
+    """:class:`ContinualAgent` for A3C-LSTM (``tasks.a3c.ActorCriticTask``).
+
+    Training goes through the same ``cli.train`` entry with a ``setup`` hook; there is no
+    target network and no replay. Transfer groups: ``hue``/``afe`` (IFE) or ``extractor``,
+    and ``head`` = the LSTM core with the policy and value layers
+    (:func:`~ife_platform.continual.transfer.network_layout`). Evaluation is the shared
+    parallel evaluation with the recurrent :class:`~ife_platform.evaluation.ActingPolicy`.
+    """
+
+    def build_network(self, cfg: DictConfig, num_actions: int) -> nn.Module:  # noqa: D102
+        from ife_platform.tasks.a3c import build_model
+
+        torch.manual_seed(cfg.seed)  # as ActorCriticTask does
+        return build_model(cfg, num_actions)
+
+    def train_task(  # noqa: D102
+        self,
+        cfg: DictConfig,
+        *,
+        prepare: Callable[[nn.Module, nn.Module | None], None],
+        replay: Any,
+        callbacks: list[Any],
+        parent_run_id: str,
+        tags: dict[str, str],
+    ) -> TaskOutcome:
+        from ife_platform.cli import train
+
+        def setup(task: Any) -> None:
+            prepare(task.model, None)
+
+        task, _, run_id = train(
+            cfg, callbacks, parent_run_id=parent_run_id, run_tags=tags, setup=setup
+        )
+        return TaskOutcome(task.model, run_id, None)
+
+
 #: Agents that can run sequences, by ``agent`` preset name.
 CONTINUAL_AGENTS: dict[str, Callable[[], ContinualAgent]] = {
     "rainbow_der": RainbowContinual,
     "rainbow_fast": RainbowContinual,
+    "a3c_lstm": ActorCriticContinual,
 }
 
 
@@ -177,6 +215,12 @@ def preflight(cfg: DictConfig) -> tuple[T.TransferSpec, int]:
         raise ConfigError(
             "sequence.head=per_game uses one head size; set env.full_action_space=true "
             f"(the minimal action sets differ: {actions})"
+        )
+    if cfg.agent.name == "a3c_lstm" and (q.head != "shared" or q.replay != "reset"):
+        raise ConfigError(
+            "agent=a3c_lstm sequences use sequence.head=shared and sequence.replay=reset "
+            f"(got head={q.head}, replay={q.replay}): per-game heads are Q heads, and an "
+            "on-policy agent has no replay buffer"
         )
     if cfg.trainer.devices != 1 or cfg.trainer.num_nodes != 1:
         raise ConfigError(

@@ -153,3 +153,36 @@ def test_per_game_heads_kept_replay_and_scratch_references(workdir: Path) -> Non
     )
     sizes = [m.value for m in client.get_metric_history(child1.info.run_id, "train/replay_size")]
     assert sizes and sizes[0] > 240
+
+
+def test_a3c_lstm_runs_a_sequence_with_frozen_hue(workdir: Path) -> None:
+    args = [
+        "agent=a3c_lstm",
+        *tracking_args(workdir),
+        "sequence.games=[pong,boxing]",
+        "sequence.steps_per_task=160",
+        "sequence.eval_every=80",
+        "sequence.eval_episodes=1",
+        "sequence.eval_max_steps=30",
+        "sequence.alignment_steps=10",
+        "sequence.mode=freeze_hue",
+        "model.width=1",
+        "env.num_envs=2",
+        "agent.actors=2",
+        "trainer.steps_per_epoch=160",
+        "tracking.video=false",
+        "tracking.eval_episodes=1",
+        "tracking.eval_max_steps=30",
+        "trainer.progress_bar=false",
+    ]
+    assert main(["continual", *args]) == 0
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ife").experiment_id
+    (parent,) = client.search_runs([exp], "tags.`ife.kind` = 'sequence'")
+    progress = json.loads((workdir / "out" / parent.info.run_id / "progress.json").read_text())
+    d0, d1 = (c["group_digests"] for c in progress["completed"])
+    # HUE frozen after task 0; the LSTM core and heads (the "head" group) trained on
+    assert d0["hue"] == d1["hue"] and d0["head"] != d1["head"]
+    assert len(progress["raw_R"]) == 3 and progress["curves"]["steps"] == [0, 80, 160, 240, 320]
+    with pytest.raises(ConfigError, match="per_game"):
+        preflight(compose(["agent=a3c_lstm", "sequence.games=[pong]", "sequence.head=per_game"]))

@@ -112,6 +112,7 @@ __all__ = [
     "group_parameter_names",
     "make_heads",
     "module_groups",
+    "network_layout",
     "parameter_digest",
     "parse_head",
     "parse_mode",
@@ -331,6 +332,19 @@ def extractor_name(network: nn.Module) -> str:
     raise TypeError(f"{type(network).__name__}.extractor is not a registered extractor: {cls}")
 
 
+def network_layout(network: nn.Module) -> dict[str, tuple[str, ...]]:
+    """Module paths of each group of this network.
+
+    :data:`MODULE_GROUPS` by extractor, with the ``head`` group adapted to the network: a
+    ``QNetwork``'s Q head, or a recurrent actor-critic's LSTM core with its policy and value
+    layers (``lstm``, ``actor``, ``critic``: everything after the extractor).
+    """
+    layout = dict(MODULE_GROUPS[extractor_name(network)])
+    if not hasattr(network, "head") and hasattr(network, "lstm"):
+        layout["head"] = ("lstm", "actor", "critic")
+    return layout
+
+
 def module_groups(network: nn.Module) -> dict[str, list[nn.Module]]:
     """The modules of each group of a ``QNetwork`` (see :data:`MODULE_GROUPS`).
 
@@ -340,13 +354,13 @@ def module_groups(network: nn.Module) -> dict[str, list[nn.Module]]:
     Returns:
         Group name -> its modules, in :data:`MODULE_GROUPS` order.
     """
-    layout = MODULE_GROUPS[extractor_name(network)]
+    layout = network_layout(network)
     return {g: [network.get_submodule(p) for p in paths] for g, paths in layout.items()}
 
 
 def group_parameter_names(network: nn.Module) -> dict[str, list[str]]:
     """Names (as in ``network.named_parameters()``) of the parameters of each group."""
-    layout = MODULE_GROUPS[extractor_name(network)]
+    layout = network_layout(network)
     out: dict[str, list[str]] = {g: [] for g in layout}
     for name, _ in network.named_parameters():
         for g, paths in layout.items():
