@@ -8,6 +8,34 @@ from typing import Any
 import torch
 
 
+def rng_state() -> dict[str, Any]:
+    """Torch, numpy and Python RNG states as tensors and lists (``weights_only`` loadable)."""
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "python": list(random.getstate()[1]),
+    }
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    """Restore the global RNG states saved by :func:`rng_state`."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(
+        ("MT19937", rng["numpy_keys"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0)
+    )
+    random.setstate((3, tuple(rng["python"]), None))
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable or not from this platform."""
 

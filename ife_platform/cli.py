@@ -318,8 +318,7 @@ def cmd_explain(args: list[str]) -> int:
 
     import mlflow
 
-    from ife_platform.agents import eval_env_kwargs, load_agent, log_run
-    from ife_platform.envs import AtariEvalEnv
+    from ife_platform.agents import load_agent, log_run
     from ife_platform.interpret import explain as E
     from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
 
@@ -328,18 +327,7 @@ def cmd_explain(args: list[str]) -> int:
     _require_value_based(cfg, "ife explain")
     uri = resolve_tracking_uri(cfg.tracking.uri)
     check_tracking_reachable(uri)
-    objects, note = E.resolve_objects(cfg.env.game, x.objects)
-    env = AtariEvalEnv(cfg.env.game, seed=cfg.seed + 54321, **eval_env_kwargs(cfg))
-    rec = E.record(
-        agent.network,
-        env,
-        episodes=x.episodes,
-        max_steps=x.max_steps,
-        epsilon=cfg.agent.eval_epsilon,
-        seed=cfg.seed + 54321,
-        objects=objects,
-        video_max_steps=x.video_max_steps if x.video else 0,
-    )
+    rec, note = E.record_agent(agent, video=x.video)
     exp = E.analyse(agent.network, rec, x, seed=cfg.seed, objects_note=note)
     run_id = log_run(uri, agent, cfg, "explain")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -367,8 +355,7 @@ def cmd_compare(args: list[str]) -> int:
 
     import mlflow
 
-    from ife_platform.agents import eval_env_kwargs, load_agent
-    from ife_platform.envs import AtariEvalEnv
+    from ife_platform.agents import load_agent
     from ife_platform.interpret import compare as C
     from ife_platform.interpret import explain as E
     from ife_platform.tracking import (
@@ -381,7 +368,7 @@ def cmd_compare(args: list[str]) -> int:
     for agent in agents:
         _require_value_based(agent.cfg, "ife compare")
     first = agents[0]
-    cfg, x = first.cfg, first.cfg.explain
+    cfg = first.cfg
     for agent in agents[1:]:
         if agent.cfg.env.game != cfg.env.game or agent.network.num_actions != (
             first.network.num_actions
@@ -392,18 +379,7 @@ def cmd_compare(args: list[str]) -> int:
             )
     uri = resolve_tracking_uri(cfg.tracking.uri)
     check_tracking_reachable(uri)
-    objects, note = E.resolve_objects(cfg.env.game, x.objects)
-    env = AtariEvalEnv(cfg.env.game, seed=cfg.seed + 54321, **eval_env_kwargs(cfg))
-    rec = E.record(
-        first.network,
-        env,
-        episodes=x.episodes,
-        max_steps=x.max_steps,
-        epsilon=cfg.agent.eval_epsilon,
-        seed=cfg.seed + 54321,
-        objects=objects,
-        video_max_steps=0,
-    )
+    rec, note = E.record_agent(first, video=False)
     per_agent = []
     for agent in agents:
         own = E.rerecord(agent.network, rec)

@@ -44,6 +44,7 @@ from tensordict.nn import TensorDictModule
 from torch import nn
 
 from ife_platform.a3c.losses import actor_critic_loss, gae
+from ife_platform.checkpoint import restore_rng, rng_state
 from ife_platform.config import to_container
 from ife_platform.envs import AtariVecEnv, atari_spec
 from ife_platform.scores import has_reference, human_normalized_score
@@ -351,7 +352,6 @@ class ActorCriticTask(L.LightningModule):
 
     # -- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
-        np_state = np.random.get_state()
         checkpoint["ife"] = {
             "config": to_container(self.cfg),
             "run_id": self.run_id,
@@ -362,12 +362,7 @@ class ActorCriticTask(L.LightningModule):
                 "episodes": self.episodes,
                 "restarts": self.restarts,
             },
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                "numpy_pos": int(np_state[2]),
-                "python": list(random.getstate()[1]),
-            },
+            "rng": rng_state(),
             "recent_returns": list(self.recent_returns),
         }
 
@@ -377,12 +372,7 @@ class ActorCriticTask(L.LightningModule):
         self.env_steps, self.updates = int(c["env_steps"]), int(c["updates"])
         self.episodes = int(c["episodes"])
         self.restarts = int(c["restarts"]) + 1  # games in flight restart with fresh seeds
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(
-            ("MT19937", rng["numpy_keys"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0)
-        )
-        random.setstate((3, tuple(rng["python"]), None))
+        restore_rng(state["rng"])
         self._restored_rng = True
         self.recent_returns.extend(state["recent_returns"])
 

@@ -108,15 +108,26 @@ class RainbowContinual:
     ) -> TaskOutcome:
         from ife_platform.cli import train
 
-        def setup(task: Any) -> None:
-            prepare(task.online, task.target)
-            if replay is not None:
-                task.replay = replay
-
         task, _, run_id = train(
-            cfg, callbacks, parent_run_id=parent_run_id, run_tags=tags, setup=setup
+            cfg,
+            callbacks,
+            parent_run_id=parent_run_id,
+            run_tags=tags,
+            setup=lambda task: self.setup_task(task, prepare, replay),
         )
-        return TaskOutcome(task.online, run_id, task.replay)
+        return TaskOutcome(task.online, run_id, getattr(task, "replay", None))
+
+    @staticmethod
+    def setup_task(
+        task: Any, prepare: Callable[[nn.Module, nn.Module | None], None], replay: Any
+    ) -> None:
+        """Before fitting: the previous task's weights, the transfer mode, a kept buffer.
+
+        Actor-critic tasks have no target network (``target`` None) and no replay.
+        """
+        prepare(task.online, getattr(task, "target", None))
+        if replay is not None:
+            task.replay = replay
 
     def evaluate(self, network: nn.Module, game: str, cfg: DictConfig) -> EvalResult:  # noqa: D102
         from ife_platform.agents import eval_env_kwargs
@@ -148,26 +159,6 @@ class ActorCriticContinual(RainbowContinual):
 
         torch.manual_seed(cfg.seed)  # as ActorCriticTask does
         return build_model(cfg, num_actions)
-
-    def train_task(  # noqa: D102
-        self,
-        cfg: DictConfig,
-        *,
-        prepare: Callable[[nn.Module, nn.Module | None], None],
-        replay: Any,
-        callbacks: list[Any],
-        parent_run_id: str,
-        tags: dict[str, str],
-    ) -> TaskOutcome:
-        from ife_platform.cli import train
-
-        def setup(task: Any) -> None:
-            prepare(task.model, None)
-
-        task, _, run_id = train(
-            cfg, callbacks, parent_run_id=parent_run_id, run_tags=tags, setup=setup
-        )
-        return TaskOutcome(task.model, run_id, None)
 
 
 #: Agents that can run sequences, by ``agent`` preset name.

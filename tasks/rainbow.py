@@ -40,6 +40,7 @@ from tensordict.nn import TensorDictModule
 from torchrl.collectors import Collector
 from torchrl.data import TensorDictPrioritizedReplayBuffer
 
+from ife_platform.checkpoint import restore_rng, rng_state
 from ife_platform.config import to_container
 from ife_platform.envs import AtariVecEnv, atari_spec
 from ife_platform.rainbow.agent import Actor, QNetwork, build_q_network, linear_schedule
@@ -457,7 +458,6 @@ class RainbowTask(L.LightningModule):
 
     # -- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
-        np_state = np.random.get_state()
         checkpoint["ife"] = {
             "config": to_container(self.cfg),
             "run_id": self.run_id,
@@ -469,13 +469,7 @@ class RainbowTask(L.LightningModule):
                 "update_credit": self.update_credit,
                 "restarts": self.restarts,
             },
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                "numpy_pos": int(np_state[2]),
-                "python": list(random.getstate()[1]),
-                "actor": self.actor.generator.get_state(),
-            },
+            "rng": {**rng_state(), "actor": self.actor.generator.get_state()},
             "recent_returns": list(self.recent_returns),
             "replay_dir": self._dump_replay(),
         }
@@ -507,11 +501,7 @@ class RainbowTask(L.LightningModule):
         # Env emulator state is not restorable: games restart, with fresh seeds per restart.
         self.restarts = int(c["restarts"]) + 1
         rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(
-            ("MT19937", rng["numpy_keys"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0)
-        )
-        random.setstate((3, tuple(rng["python"]), None))
+        restore_rng(rng)
         self.actor.generator.set_state(rng["actor"])
         self._restored_rng = True
         self.recent_returns.extend(state["recent_returns"])

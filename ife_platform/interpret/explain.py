@@ -448,6 +448,30 @@ def resolve_objects(game: str, backend: str) -> tuple[ObjectSource | None, str |
         raise ConfigError(f"explain.objects={backend}: {err}") from err
 
 
+def record_agent(agent: Any, *, video: bool) -> tuple[Recording, str | None]:
+    """Play ``agent.cfg.explain`` games with a loaded agent (``ife explain`` / ``ife compare``).
+
+    Resolves the object source first (an explicit but missing backend fails here, before any
+    game is played). Returns the recording and the note on missing object boxes, if any.
+    """
+    from ife_platform.agents import eval_env_kwargs
+
+    cfg, x = agent.cfg, agent.cfg.explain
+    objects, note = resolve_objects(cfg.env.game, x.objects)
+    env = AtariEvalEnv(cfg.env.game, seed=cfg.seed + 54321, **eval_env_kwargs(cfg))
+    rec = record(
+        agent.network,
+        env,
+        episodes=x.episodes,
+        max_steps=x.max_steps,
+        epsilon=cfg.agent.eval_epsilon,
+        seed=cfg.seed + 54321,
+        objects=objects,
+        video_max_steps=x.video_max_steps if video else 0,
+    )
+    return rec, note
+
+
 def rerecord(network: QNetwork, rec: Recording, batch_size: int = 64) -> Recording:
     """Another agent's Q-values, greedy actions and masks on the frames of ``rec``.
 
