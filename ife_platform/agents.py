@@ -15,8 +15,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ife_platform.a3c.model import RecurrentActorCritic
+from ife_platform.a3c.s3ta import S3TAAgent
 from ife_platform.checkpoint import CheckpointError, find_run_checkpoint, load_checkpoint
-from ife_platform.config import compose
+from ife_platform.config import ACTOR_CRITIC_AGENTS, compose
 from ife_platform.rainbow.agent import QNetwork
 
 
@@ -33,16 +35,28 @@ class LoadedAgent:
     """
 
     cfg: DictConfig
-    network: QNetwork
+    network: QNetwork | RecurrentActorCritic | S3TAAgent
     state: dict[str, Any]
     checkpoint: Path
     run_id: str | None
 
     @property
+    def method(self) -> str:
+        """What ``ife compare`` groups seeds by.
+
+        The extractor of a Rainbow agent (``ife``), the agent and extractor of an actor-critic
+        (``a3c_lstm-ife``; ``s3ta``).
+        """
+        agent, extractor = self.cfg.agent.name, self.cfg.model.extractor
+        if agent not in ACTOR_CRITIC_AGENTS:
+            return extractor
+        return agent if extractor == agent else f"{agent}-{extractor}"
+
+    @property
     def label(self) -> str:
-        """Short name for tables: extractor, seed and run (or file) id."""
+        """Short name for tables: method, seed and run (or file) id."""
         ident = (self.run_id or self.checkpoint.stem)[:8]
-        return f"{self.cfg.model.extractor}/seed{self.cfg.seed}/{ident}"
+        return f"{self.method}/seed{self.cfg.seed}/{ident}"
 
     @property
     def env_steps(self) -> int:
@@ -107,8 +121,6 @@ def load_agent(ref: str, overrides: Sequence[str] = (), *, uri: str | None = Non
         saved_file = Path(tmp) / "checkpoint_config.yaml"
         OmegaConf.save(saved, saved_file)
         cfg = compose([f"agent={saved.agent.name}", str(saved_file), *overrides])
-    from ife_platform.config import ACTOR_CRITIC_AGENTS
-
     if cfg.agent.name in ACTOR_CRITIC_AGENTS:
         from ife_platform.tasks.a3c import build_model
 

@@ -299,17 +299,6 @@ def _numeric(summary: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _require_value_based(cfg: Any, command: str) -> None:
-    from ife_platform.config import ACTOR_CRITIC_AGENTS
-
-    if cfg.agent.name in ACTOR_CRITIC_AGENTS:
-        raise ConfigError(
-            f"{command} measures Rainbow agents so far; {cfg.agent.name} checkpoints get raw "
-            "scores and the mask video from `ife evaluate` (recurrent saliency and "
-            "faithfulness need the LSTM state per frame: not built yet)"
-        )
-
-
 def cmd_explain(args: list[str]) -> int:
     """``ife explain CHECKPOINT_or_RUN_ID [key=value ...]``: measure what the agent attends."""
     if not args or "=" in args[0]:
@@ -324,7 +313,6 @@ def cmd_explain(args: list[str]) -> int:
 
     agent = load_agent(args[0], args[1:])
     cfg, x = agent.cfg, agent.cfg.explain
-    _require_value_based(cfg, "ife explain")
     uri = resolve_tracking_uri(cfg.tracking.uri)
     check_tracking_reachable(uri)
     rec, note = E.record_agent(agent, video=x.video)
@@ -365,10 +353,9 @@ def cmd_compare(args: list[str]) -> int:
     )
 
     agents = [load_agent(ref, [*overrides, "explain.video=false"]) for ref in refs]
-    for agent in agents:
-        _require_value_based(agent.cfg, "ife compare")
     first = agents[0]
     cfg = first.cfg
+    stack = first.network.extractor.in_channels
     for agent in agents[1:]:
         if agent.cfg.env.game != cfg.env.game or agent.network.num_actions != (
             first.network.num_actions
@@ -377,6 +364,12 @@ def cmd_compare(args: list[str]) -> int:
                 f"ife compare needs agents of one game and action set: {first.label} plays "
                 f"{cfg.env.game}, {agent.label} plays {agent.cfg.env.game}"
             )
+        if agent.network.extractor.in_channels > stack:
+            raise ConfigError(
+                f"{agent.label} reads {agent.network.extractor.in_channels} stacked frames but "
+                f"{first.label}, whose games are recorded, gives {stack}: list an agent with "
+                "the deepest frame stack first"
+            )
     uri = resolve_tracking_uri(cfg.tracking.uri)
     check_tracking_reachable(uri)
     rec, note = E.record_agent(first, video=False)
@@ -384,8 +377,7 @@ def cmd_compare(args: list[str]) -> int:
     for agent in agents:
         own = E.rerecord(agent.network, rec)
         exp = E.analyse(agent.network, own, agent.cfg.explain, seed=cfg.seed, objects_note=note)
-        extractor = agent.cfg.model.extractor
-        per_agent.append((agent.label, C.method_summaries(agent.label, extractor, exp)))
+        per_agent.append((agent.label, C.method_summaries(agent.label, agent.method, exp)))
         print(f"measured {agent.label}")
     rows = [m.row() for m in C.group_methods(per_agent)]
     info = {

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ife_platform.a3c.model import zero_rows
 from ife_platform.envs import AtariEvalEnv
 from ife_platform.scores import has_reference, human_normalized_score
 from ife_platform.video import MaskVideoRecorder
@@ -62,9 +63,15 @@ class StepView:
         obs: uint8 ``[stack, 84, 84]`` observation the network acted on.
         frame: uint8 ``[210, 160, 3]`` raw RGB screen of that observation's last frame.
         q: ``[A]`` Q-values (float32, CPU).
+        q: ``[A]`` per-action scores (float32, CPU): Q-values of a Q-network, policy logits
+            of a recurrent actor-critic.
         mask: ``[rows, cols]`` attention mask of this forward (CPU), or None.
         action: the action taken.
         env: the live :class:`AtariEvalEnv` (e.g. ``env.ale`` for RAM-based object boxes).
+        heads: ``[heads, rows, cols]`` per-head masks of a multi-head agent (S3TA), or None.
+        state: a recurrent agent's state as it entered this step (rows ``[1, ...]``, already
+            zeroed at a game's first step), or None: with it, the step can be replayed on a
+            perturbed observation (``ife explain``).
     """
 
     episode: int
@@ -75,6 +82,8 @@ class StepView:
     mask: torch.Tensor | None
     action: int
     env: AtariEvalEnv
+    heads: torch.Tensor | None = None
+    state: tuple[torch.Tensor, ...] | None = None
 
 
 class ActingPolicy:
@@ -84,6 +93,9 @@ class ActingPolicy:
     :class:`~ife_platform.rainbow.agent.QNetwork`, or policy logits of a recurrent
     actor-critic, whose LSTM state this object carries and resets where ``first`` marks the
     first observation of a game. The greedy action is the argmax of the scores.
+
+    ``input_state`` is the state the last :meth:`scores` call fed the network, with the rows of
+    new games already zeroed: ``network.step(obs, input_state, no resets)`` repeats that step.
     """
 
     def __init__(self, network: torch.nn.Module) -> None:
@@ -92,6 +104,7 @@ class ActingPolicy:
         self.num_actions = int(network.num_actions)
         self.extractor = network.extractor
         self._state: tuple | None = None
+        self.input_state: tuple[torch.Tensor, ...] | None = None
         param = next(network.parameters())
         self.device = param.device
 
@@ -105,8 +118,15 @@ class ActingPolicy:
             return self.network.q_values(obs)
         if self._state is None or self._state[0].shape[0] != obs.shape[0]:
             self.reset(obs.shape[0])
-        logits, _, self._state = self.network.step(obs, self._state, first.to(self.device))
+        first = first.to(self.device)
+        self.input_state = zero_rows(self._state, first)
+        logits, _, self._state = self.network.step(obs, self.input_state, first)
         return logits
+
+    @property
+    def head_masks(self) -> torch.Tensor | None:
+        """Per-head masks of the last forward (``[B, heads, rows, cols]``) or None."""
+        return getattr(self.network, "attention_masks", None)
 
     @property
     def attention_mask(self) -> torch.Tensor | None:
@@ -182,7 +202,8 @@ def play(
                     if epsilon > 0 and rng.random() < epsilon:
                         action = int(rng.integers(env.num_actions))
                     if observer is not None:
-                        mask = policy.attention_mask
+                        mask, heads = policy.attention_mask, policy.head_masks
+                        state = policy.input_state if policy.recurrent else None
                         view = StepView(
                             episode,
                             steps,
@@ -192,6 +213,8 @@ def play(
                             None if mask is None else mask[0].float().cpu(),
                             action,
                             env,
+                            heads=None if heads is None else heads[0].float().cpu(),
+                            state=None if state is None else tuple(s.cpu() for s in state),
                         )
                         observer(view)
                     obs, reward, over, truncated, frame = env.step(action)

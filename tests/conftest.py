@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +21,19 @@ TINY = [
     "tracking.eval_episodes=1",
     "tracking.eval_max_steps=120",
     "tracking.video_max_steps=40",
+    "trainer.progress_bar=false",
+]
+
+# Tiny budgets for actor-critic runs (a3c_lstm, s3ta): 2 actor processes with 2 envs each.
+TINY_ACTOR_CRITIC = [
+    "agent.actors=2",
+    "env.num_envs=2",
+    "agent.rollout=20",
+    "trainer.steps_per_epoch=480",
+    "trainer.log_every_updates=2",
+    "tracking.eval_episodes=1",
+    "tracking.eval_max_steps=60",
+    "tracking.video_max_steps=24",
     "trainer.progress_bar=false",
 ]
 
@@ -53,3 +67,20 @@ def subprocess_env() -> dict[str, str]:
     env.pop("IFE_RUN_ID", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
+
+
+def run_ife(workdir: Path, args: list[str], timeout: int = 900) -> None:
+    """Run the ``ife`` CLI in a subprocess in ``workdir``; fail with its stderr if it fails.
+
+    Actor-critic training spawns actor processes: a fresh interpreter keeps them out of the
+    test process.
+    """
+    proc = subprocess.run(
+        [*ife_command(), *args],
+        cwd=workdir,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ife_command, subprocess_env, tracking_args
+from conftest import TINY_ACTOR_CRITIC, run_ife, tracking_args
 from ife_platform.tasks.a3c import ActorCriticTask, acting_state_dict, build_acting_model
 from mlflow.tracking import MlflowClient
 
@@ -17,29 +16,7 @@ from ife_platform.video import read_mp4
 
 pytestmark = pytest.mark.slow
 
-SMALL = [
-    "agent.actors=2",
-    "env.num_envs=2",
-    "agent.rollout=20",
-    "trainer.steps_per_epoch=480",
-    "trainer.log_every_updates=2",
-    "tracking.eval_episodes=1",
-    "tracking.eval_max_steps=60",
-    "tracking.video_max_steps=24",
-    "trainer.progress_bar=false",
-]
-
-
-def _ife(workdir: Path, args: list[str]) -> None:
-    proc = subprocess.run(
-        [*ife_command(), *args],
-        cwd=workdir,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+SMALL = TINY_ACTOR_CRITIC
 
 
 @pytest.mark.parametrize(
@@ -51,7 +28,7 @@ def test_actor_critic_trains_with_two_actor_processes(
 ) -> None:
     extra = ["model.width=1"] if agent == "a3c_lstm" else []
     args = [f"agent={agent}", f"env.game={game}", *SMALL, *extra, *tracking_args(workdir)]
-    _ife(workdir, ["train", *args, "train.total_steps=480"])
+    run_ife(workdir, ["train", *args, "train.total_steps=480"])
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("ife").experiment_id])
     run_id = run.info.run_id
@@ -67,7 +44,7 @@ def test_actor_critic_trains_with_two_actor_processes(
     assert ckpt["ife"]["config"]["agent"]["name"] == agent
 
     # resume by run id: the counters continue in the same run
-    _ife(workdir, ["train", *args, "train.total_steps=960", f"resume={run_id}"])
+    run_ife(workdir, ["train", *args, "train.total_steps=960", f"resume={run_id}"])
     ckpt = load_checkpoint(workdir / "out" / run_id / "checkpoints" / "last.ckpt")
     assert ckpt["ife"]["counters"]["env_steps"] == 960
     assert ckpt["ife"]["counters"]["updates"] > 480 // 40

@@ -51,6 +51,19 @@ def normalized_columns_init_(linear: nn.Linear, std: float) -> nn.Linear:
     return linear
 
 
+def zero_rows(state: tuple[Tensor, ...], rows: Tensor) -> tuple[Tensor, ...]:
+    """Every state tensor with the batch rows where ``rows [B]`` (bool) is set made exactly 0.
+
+    Exact even over NaN/inf, and without a host sync (no data-dependent branch), so it can run
+    at every step of a GPU unroll.
+    """
+    out = []
+    for s in state:
+        cond = rows.view(-1, *([1] * (s.dim() - 1)))
+        out.append(torch.where(cond, torch.zeros((), dtype=s.dtype, device=s.device), s))
+    return tuple(out)
+
+
 class RecurrentActorCritic(nn.Module):
     """Extractor -> LSTMCell -> (actor logits, critic value), stepped with episode resets.
 
@@ -111,9 +124,7 @@ class RecurrentActorCritic(nn.Module):
         h, c = state  # [B, hidden] each
         outputs = []
         for t in range(steps):
-            reset = first[t].unsqueeze(-1)  # [B, 1]
-            h = torch.where(reset, torch.zeros_like(h), h)
-            c = torch.where(reset, torch.zeros_like(c), c)
+            h, c = zero_rows((h, c), first[t])
             h, c = self.lstm(feats[t], (h, c))  # [B, hidden] each
             outputs.append(h)
         hs = torch.stack(outputs)  # [T, B, hidden]

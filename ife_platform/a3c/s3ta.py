@@ -83,7 +83,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ife_platform.a3c.model import normalized_columns_init_
+from ife_platform.a3c.model import normalized_columns_init_, zero_rows
 from ife_platform.extractors.base import ATARI_SCREEN_HW, AttentionExtractor
 from ife_platform.extractors.blocks import make_conv
 
@@ -641,7 +641,7 @@ class S3TAAgent(nn.Module):
         outputs, masks, scores = [], [], []
         for t in range(t_len):
             reset = first[t].to(device=gates_x.device, dtype=torch.bool)
-            conv_h, conv_c, pol_h, pol_c = _zero_rows((conv_h, conv_c, pol_h, pol_c), reset)
+            conv_h, conv_c, pol_h, pol_c = zero_rows((conv_h, conv_c, pol_h, pol_c), reset)
             conv_h, conv_c = self.extractor.convlstm.step(gates_x[t], (conv_h, conv_c))  # (S1)
             feats = conv_h.flatten(2)  # [B, 128, L]
             keys = torch.cat([feats[:, : self.key_channels], basis], dim=1)  # (S2, S3) [B, 72, L]
@@ -658,15 +658,6 @@ class S3TAAgent(nn.Module):
         self.attention_masks = torch.stack(masks).view(grid)
         self.attention_logits = torch.stack(scores).view(grid)
         return self.policy(core), self.value(core).squeeze(-1), (conv_h, conv_c, pol_h, pol_c)
-
-
-def _zero_rows(state: S3TAState, reset: Tensor) -> S3TAState:
-    """Zero every state tensor's rows where ``reset [B]`` (exactly, even over NaN/inf)."""
-    out = []
-    for s in state:
-        cond = reset.view(-1, *([1] * (s.dim() - 1)))
-        out.append(torch.where(cond, torch.zeros((), dtype=s.dtype, device=s.device), s))
-    return tuple(out)  # type: ignore[return-value]
 
 
 def build_s3ta(num_actions: int, **kwargs: Any) -> S3TAAgent:

@@ -21,6 +21,11 @@ The pipeline, one function each:
    maps, Q-values and actions) and PNG plots; ``cmd_explain`` logs them to MLflow.
 
 Importance map: the attention mask for attention extractors, the policy saliency otherwise.
+
+Recurrent agents (A3C-LSTM, S3TA): the recording keeps the state that entered every step, and
+every perturbation of frame ``t`` is read with that state (:mod:`~ife_platform.interpret.probe`):
+only the frame changes, the agent's memory of the game stays as it was. Their "policy" output
+is the centred policy logits, and the faithfulness score is ``pi(a* | s)``.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from ife_platform.evaluation import StepView, play
 from ife_platform.interpret import metrics as M
 from ife_platform.interpret import perturb as P
 from ife_platform.interpret.objects import ObjectBox, ObjectSource
-from ife_platform.rainbow.agent import QNetwork
+from ife_platform.interpret.probe import AgentProbe, is_recurrent, replay, stack_states
 
 #: Summary keys shown in the printed table and compared by ``ife compare`` (in this order).
 HEADLINE = (
@@ -74,8 +79,11 @@ class Recording:
         game: ale-py game id.
         obs: uint8 ``[T, stack, 84, 84]``.
         actions: int64 ``[T]``.
-        q: float32 ``[T, A]``.
+        q: float32 ``[T, A]``: Q-values, or policy logits of a recurrent actor-critic.
         masks: float32 ``[T, rows, cols]`` or None (no attention).
+        heads: float32 ``[T, heads, rows, cols]`` per-head masks (S3TA) or None.
+        states: a recurrent agent's state as it entered every step (each part ``[T, ...]``)
+            or None. Memory: 4 KiB per step for A3C-LSTM, 124 KiB for S3TA (its ConvLSTM).
         boxes: per step the object boxes, or None (no ground truth).
         episode: ``[T]`` game index; ``t``: ``[T]`` step within the game.
         frames: raw RGB frames of the first ``len(frames)`` steps.
@@ -95,9 +103,16 @@ class Recording:
     returns: list[float]
     lengths: list[int]
     seconds: float
+    heads: np.ndarray | None = None
+    states: tuple[torch.Tensor, ...] | None = None
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
+
+    @property
+    def first(self) -> np.ndarray:
+        """Whether each step ``[T]`` starts a game."""
+        return np.asarray(self.t) == 0
 
 
 class _Recorder:
@@ -114,12 +129,18 @@ class _Recorder:
         self.t: list[int] = []
         self.frames: list[np.ndarray] = []
         self.boxes: list[list[ObjectBox]] = []
+        self.heads: list[torch.Tensor] = []
+        self.states: list[tuple[torch.Tensor, ...]] = []
 
     def __call__(self, step: StepView) -> None:
         self.obs.append(step.obs.copy())
         self.q.append(step.q)
         if step.mask is not None:
             self.masks.append(step.mask)
+        if step.heads is not None:
+            self.heads.append(step.heads)
+        if step.state is not None:
+            self.states.append(step.state)
         self.actions.append(step.action)
         self.episode.append(step.episode)
         self.t.append(step.t)
@@ -130,7 +151,7 @@ class _Recorder:
 
 
 def record(
-    network: QNetwork,
+    network: torch.nn.Module,
     env: AtariEvalEnv,
     *,
     episodes: int,
@@ -166,6 +187,8 @@ def record(
         returns=list(result.returns),
         lengths=list(result.lengths),
         seconds=seconds,
+        heads=torch.stack(rec.heads).numpy() if rec.heads else None,
+        states=stack_states(rec.states) if rec.states else None,
     )
 
 
@@ -218,7 +241,7 @@ def _mean_rows(rows: list[dict[str, float]], prefix: str = "") -> dict[str, floa
 
 
 def analyse(
-    network: QNetwork,
+    network: torch.nn.Module,
     rec: Recording,
     x: DictConfig,
     *,
@@ -228,13 +251,14 @@ def analyse(
     """All interpretability metrics of a recording (see the module docstring).
 
     Args:
-        network: the network that played the recording.
+        network: the network that played the recording (a Q-network or a recurrent
+            actor-critic; a recurrent one needs ``rec.states``).
         rec: the recording.
         x: the ``explain`` config group.
         seed: seeds random deletion orders and the randomised network.
         objects_note: why there are no object boxes (printed and stored in the summary).
     """
-    device = network.support.device
+    probe = AgentProbe(network, rec.states)
     extractor = network.extractor
     attention = bool(extractor.has_attention)
     notes: list[str] = []
@@ -254,6 +278,9 @@ def analyse(
         "game": rec.game,
         "extractor": type(extractor).__name__,
         "attention": attention,
+        "recurrent": probe.recurrent,
+        "scores": "policy_logits" if probe.recurrent else "q",
+        "faithfulness_score": probe.score_name,
         "frames": n,
         "episodes": len(rec.returns),
         "return_mean": float(np.mean(rec.returns)),
@@ -264,13 +291,10 @@ def analyse(
     saliency: dict[int, np.ndarray] = {}
     if want_saliency:
         sal_idx = np.union1d(idx, np.arange(len(rec.frames))) if x.video else idx
-        obs = torch.from_numpy(rec.obs[sal_idx]).to(device)
         t0 = time.perf_counter()
-        maps = P.perturbation_saliency(
-            P.rainbow_outputs(network), obs, sigma=x.saliency_sigma, stride=x.saliency_stride
-        )
+        maps = _saliency(probe, sal_idx, rec.obs, x)
         seconds = time.perf_counter() - t0
-        pix = P.upsample_saliency(maps["policy"], (84, 84), x.saliency_stride).cpu()
+        pix = P.upsample_saliency(maps, (84, 84), x.saliency_stride).cpu()
         pix = _as_distribution(pix)
         flat = int((pix.reshape(len(pix), -1).std(-1) == 0).sum())
         if flat:
@@ -298,24 +322,24 @@ def analyse(
             m = rec.masks[i].astype(np.float64)
             r, c = np.unravel_index(int(m.argmax()), m.shape)
             row.update(
-                mask_entropy=float(-(m * np.log(m + 1e-12)).sum()),
+                mask_entropy=_entropy(m),
                 mask_max=float(m.max()),
                 argmax_row=float(r),
                 argmax_col=float(c),
             )
+        if rec.heads is not None:
+            for h, hm in enumerate(rec.heads[i].astype(np.float64)):
+                row[f"head{h}/mask_entropy"] = _entropy(hm)
         if rec.boxes is not None:
             boxes = rec.boxes[i]
+            kw = dict(relevant=list(x.relevant), tolerance_cells=x.tolerance_cells)
             if rec.masks is not None:
-                row.update(
-                    M.alignment_metrics(
-                        rec.masks[i] / rec.masks[i].sum(),
-                        windows,
-                        boxes,
-                        categories,
-                        relevant=list(x.relevant),
-                        tolerance_cells=x.tolerance_cells,
-                    )
-                )
+                m = rec.masks[i]
+                row.update(M.alignment_metrics(m / m.sum(), windows, boxes, categories, **kw))
+            if rec.heads is not None:
+                for h, hm in enumerate(rec.heads[i]):
+                    al = M.alignment_metrics(hm / hm.sum(), windows, boxes, categories, **kw)
+                    row.update({f"head{h}/{k}": al[k] for k in HEAD_METRICS})
             if i in saliency:
                 sal = M.alignment_metrics(
                     saliency[i], pix_windows, boxes, categories, relevant=list(x.relevant)
@@ -339,7 +363,7 @@ def analyse(
     if attention:
         leak_idx = sample_frames(n, x.leakage_frames)
         t0 = time.perf_counter()
-        leak = P.spatial_leakage(network, torch.from_numpy(rec.obs[leak_idx]).to(device))
+        leak = _leakage(probe, leak_idx, rec.obs)
         summary.update(
             leakage=leak.mean,
             leakage_max=leak.max,
@@ -350,28 +374,35 @@ def analyse(
         leakage_map = leak.leakage.numpy()
 
     # -- faithfulness -----------------------------------------------------------------------------
-    obs = torch.from_numpy(rec.obs[idx]).to(device)
-    if attention:
-        importance = torch.from_numpy(rec.masks[idx]).to(device)
-        imp_windows = torch.from_numpy(windows)
-    else:
-        importance = torch.from_numpy(np.stack([saliency[int(i)] for i in idx])).to(device)
-        imp_windows = None
-    score = P.rainbow_action_score(network, "q")
+    imp_windows = torch.from_numpy(windows) if attention else None
     kw = dict(steps=x.deletion_steps, baseline=x.deletion_baseline, windows=imp_windows)
-    curves = {
-        "deletion": P.deletion_insertion(score, obs, importance, mode="deletion", **kw),
-        "insertion": P.deletion_insertion(score, obs, importance, mode="insertion", **kw),
-    }
+
+    def importance(frames: np.ndarray) -> torch.Tensor:
+        """The importance map of ``frames``: the mask, or the policy saliency."""
+        if attention:
+            return torch.from_numpy(rec.masks[frames])
+        return torch.from_numpy(np.stack([saliency[int(i)] for i in frames]))
+
+    def curve(mode: str, random_order: bool = False, generator: Any = None) -> torch.Tensor:
+        return probe.map(
+            idx,
+            rec.obs,
+            lambda r, obs, frames: P.deletion_insertion(
+                r.score,
+                obs,
+                importance(frames).to(obs.device),
+                mode=mode,
+                random_order=random_order,
+                generator=generator,
+                **kw,
+            ),
+        )
+
+    curves = {"deletion": curve("deletion"), "insertion": curve("insertion")}
     gen = torch.Generator().manual_seed(seed)
     for mode in ("deletion", "insertion"):
         curves[f"random_{mode}"] = torch.stack(
-            [
-                P.deletion_insertion(
-                    score, obs, importance, mode=mode, random_order=True, generator=gen, **kw
-                )
-                for _ in range(x.random_orders)
-            ]
+            [curve(mode, True, gen) for _ in range(x.random_orders)]
         ).mean(0)
     mean_curves = {k: v.float().mean(0).cpu().numpy() for k, v in curves.items()}
     faith = M.deletion_insertion_summary(
@@ -384,24 +415,22 @@ def analyse(
     summary["faithfulness_frames"] = float(len(idx))
 
     # -- parameter-randomisation sanity check ------------------------------------------------
+    # A recurrent copy plays the recorded game from its start with its own state; a Q-network
+    # copy reads the sampled frames only.
     randomised = P.randomised_copy(network, seed=seed + 1)
-    with torch.no_grad():
-        if attention:
-            randomised.q_values(obs)
-            random_maps = randomised.attention_mask.float().cpu().numpy()
-            trained_maps = rec.masks[idx]
-        else:
-            maps = P.perturbation_saliency(
-                P.rainbow_outputs(randomised),
-                obs,
-                sigma=x.saliency_sigma,
-                stride=x.saliency_stride,
-            )["policy"]
-            random_maps = _as_distribution(maps.cpu())
-            trained = P.perturbation_saliency(
-                P.rainbow_outputs(network), obs, sigma=x.saliency_sigma, stride=x.saliency_stride
-            )["policy"]
-            trained_maps = _as_distribution(trained.cpu())
+    if probe.recurrent:
+        upto = int(idx.max()) + 1
+        played = replay(randomised, rec.obs[:upto], rec.first[:upto], keep_states=not attention)
+        random_masks = played.masks[idx] if attention else None
+    else:
+        played = replay(randomised, rec.obs[idx], rec.first[idx])
+        random_masks = played.masks
+    if attention:
+        random_maps, trained_maps = random_masks, rec.masks[idx]
+    else:
+        random_probe = AgentProbe(randomised, played.states)
+        random_maps = _as_distribution(_saliency(random_probe, idx, rec.obs, x).cpu())
+        trained_maps = _as_distribution(_saliency(probe, idx, rec.obs, x).cpu())
     sanity = M.randomisation_sanity(trained_maps, random_maps)
     summary.update({f"sanity_{k}": v for k, v in sanity.items()})
     summary["notes"] = notes
@@ -415,6 +444,44 @@ def analyse(
         windows=windows,
         cell_rects=rects,
     )
+
+
+#: Per-head alignment metrics of multi-head agents (S3TA), in the per-frame table.
+HEAD_METRICS = ("pointing", "mass_in_box", "lift", "auroc")
+
+
+def _entropy(m: np.ndarray) -> float:
+    return float(-(m * np.log(m + 1e-12)).sum())
+
+
+def _saliency(probe: AgentProbe, idx: np.ndarray, obs: np.ndarray, x: DictConfig) -> torch.Tensor:
+    """Grid-resolution policy saliency ``[len(idx), gh, gw]`` of the frames ``idx``."""
+    return probe.map(
+        idx,
+        obs,
+        lambda r, o, _: P.perturbation_saliency(
+            r.outputs, o, sigma=x.saliency_sigma, stride=x.saliency_stride
+        )["policy"],
+    )
+
+
+def _leakage(probe: AgentProbe, idx: np.ndarray, obs: np.ndarray) -> P.LeakageResult:
+    """Spatial leakage over the frames ``idx``.
+
+    A mask computed from the observation alone (every attention extractor, also inside an
+    A3C-LSTM) is measured on the extractor with all frames at once; S3TA's mask depends on the
+    recorded state, so its frames are measured one by one and pooled.
+    """
+    from ife_platform.interpret.probe import state_free_attention
+
+    if state_free_attention(probe.network):
+        return P.spatial_leakage(probe.network, torch.from_numpy(obs[idx]).to(probe.device))
+    parts = []
+    for frames, readout in probe.groups(idx):
+        parts.append(
+            P.spatial_leakage(readout.attention, torch.from_numpy(obs[frames]).to(probe.device))
+        )
+    return P.merge_leakage(parts)
 
 
 def _as_distribution(maps: torch.Tensor) -> np.ndarray:
@@ -472,32 +539,29 @@ def record_agent(agent: Any, *, video: bool) -> tuple[Recording, str | None]:
     return rec, note
 
 
-def rerecord(network: QNetwork, rec: Recording, batch_size: int = 64) -> Recording:
-    """Another agent's Q-values, greedy actions and masks on the frames of ``rec``.
+def rerecord(network: torch.nn.Module, rec: Recording, batch_size: int = 64) -> Recording:
+    """Another agent's scores, greedy actions and masks on the frames of ``rec``.
 
     ``ife compare`` measures every agent on the same observations: the frames come from one
-    agent's games, and each agent is run on them (its own actions are not played).
+    agent's games, and each agent is run on them (its own actions are not played). A recurrent
+    agent steps through them in order with its own state, reset at every game's first frame
+    (:func:`~ife_platform.interpret.probe.replay`), and its states are kept for the analysis.
+    When the network reads fewer stacked frames than were recorded (A3C's single frame against
+    Rainbow's stack of 4), it gets the newest ones.
+
+    Raises:
+        ValueError: the network reads more stacked frames than were recorded.
     """
-    device = network.support.device
-    qs, masks = [], []
-    was_training = network.training
-    network.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(rec), batch_size):
-                obs = torch.from_numpy(rec.obs[start : start + batch_size]).to(device)
-                qs.append(network.q_values(obs).float().cpu())
-                if network.attention_mask is not None:
-                    masks.append(network.attention_mask.float().cpu())
-    finally:
-        network.train(was_training)
-    q = torch.cat(qs).numpy()
+    obs = observations_for(network, rec.obs)
+    played = replay(
+        network, obs, rec.first, batch_size=batch_size, keep_states=is_recurrent(network)
+    )
     return Recording(
         game=rec.game,
-        obs=rec.obs,
-        actions=q.argmax(-1).astype(np.int64),
-        q=q,
-        masks=torch.cat(masks).numpy() if masks else None,
+        obs=obs,
+        actions=played.scores.argmax(-1).astype(np.int64),
+        q=played.scores,
+        masks=played.masks,
         boxes=rec.boxes,
         episode=rec.episode,
         t=rec.t,
@@ -505,7 +569,24 @@ def rerecord(network: QNetwork, rec: Recording, batch_size: int = 64) -> Recordi
         returns=rec.returns,
         lengths=rec.lengths,
         seconds=rec.seconds,
+        heads=played.heads,
+        states=played.states,
     )
+
+
+def observations_for(network: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
+    """Recorded ``[T, C, H, W]`` observations as ``network`` reads them (its newest channels).
+
+    Raises:
+        ValueError: the network needs more stacked frames than ``obs`` has.
+    """
+    need, have = int(network.extractor.in_channels), int(obs.shape[1])
+    if need > have:
+        raise ValueError(
+            f"this agent reads {need} stacked frames but the shared frames have {have}: "
+            "list an agent with the deepest frame stack first (its games are recorded)"
+        )
+    return obs if need == have else np.ascontiguousarray(obs[:, have - need :])
 
 
 def _alignment_keys(categories: list[str]) -> list[str]:
@@ -609,13 +690,16 @@ def write_plots(exp: Explanation, rows: list[dict[str, float]], folder: Path) ->
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
     if exp.curves:
+        score_label = {"q": "Q of the greedy action", "policy_prob": "pi(greedy action | s)"}[
+            exp.summary.get("faithfulness_score", "q")
+        ]
         fig, axes = plt.subplots(1, 2, figsize=(7, 2.8))
         for ax, mode in zip(axes, ("deletion", "insertion"), strict=True):
             f = np.linspace(0, 1, exp.curves[mode].size)
             ax.plot(f, exp.curves[mode], label="importance order")
             ax.plot(f, exp.curves[f"random_{mode}"], ls="--", label="random order")
             ax.set_xlabel(f"fraction of pixels {'removed' if mode == 'deletion' else 'shown'}")
-            ax.set_ylabel("Q of the greedy action")
+            ax.set_ylabel(score_label)
             ax.set_title(mode)
             ax.legend(fontsize=7)
         fig.tight_layout()
@@ -650,6 +734,8 @@ def write_outputs(rec: Recording, exp: Explanation, x: DictConfig, folder: Path)
     if rec.masks is not None:
         arrays["masks"] = rec.masks
         arrays["cell_screen_rects"] = exp.cell_rects
+    if rec.heads is not None:
+        arrays["head_masks"] = rec.heads
     if exp.saliency:
         arrays["saliency_frames"] = np.asarray(sorted(exp.saliency))
         arrays["saliency"] = np.stack([exp.saliency[i] for i in sorted(exp.saliency)])

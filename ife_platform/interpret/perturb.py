@@ -47,6 +47,7 @@ __all__ = [
     "eval_mode",
     "gaussian_blur",
     "greydanus_masks",
+    "merge_leakage",
     "normalise_saliency",
     "not_reinitialised",
     "perturbation_saliency",
@@ -224,11 +225,15 @@ def _replacement(
 
 
 def _extractor_logits(extractor: nn.Module, batch: Tensor) -> Tensor:
+    """``[N, heads, rows * cols]`` float64 logits of a forward (``heads = 1`` for one mask)."""
     extractor(batch)
     logits = getattr(extractor, "attention_logits", None)
     if logits is None:
         raise TypeError(f"{type(extractor).__name__} sets no attention_logits in its forward")
-    return logits.detach().flatten(1).to(torch.float64)  # [N, rows * cols]
+    logits = logits.detach().to(torch.float64)
+    if logits.dim() == 3:  # [N, rows, cols]: one mask
+        logits = logits.unsqueeze(1)
+    return logits.flatten(2)
 
 
 @torch.no_grad()
@@ -258,7 +263,9 @@ def spatial_leakage(
     neighbouring cells, whose logits legitimately change: counting them as leakage is what
     measures the one-to-many mapping of overlapping attention, so they are counted. The part
     that lands on cells whose windows do not even intersect the perturbed one is reported
-    separately (``outside_receptive``; 0 by construction for a correct geometry).
+    separately (``outside_receptive``; 0 by construction for a correct geometry). With
+    several masks per frame (S3TA's heads: logits ``[N, heads, rows, cols]``), ``delta_j`` is
+    summed over the heads.
 
     Numerics: a forward's rounding depends on the batch shape, so the unperturbed reference
     logits are computed in a batch of exactly the same shape as the perturbed ones (with the
@@ -319,7 +326,7 @@ def spatial_leakage(
         for b in range(b_frames):
             x = obs[b]
             same = x.expand(chunk, *x.shape).contiguous()  # same shape and layout as below
-            ref = _extractor_logits(extractor, same)  # [chunk, L]
+            ref = _extractor_logits(extractor, same)  # [chunk, heads, L]
             for start in range(0, k_total, chunk):
                 stop = min(start + chunk, k_total)
                 n = stop - start
@@ -327,7 +334,8 @@ def spatial_leakage(
                 repl = _replacement(x, n, value, generator)
                 m = masks[start:stop, None]  # [n, 1, H, W]
                 batch[:n] = torch.where(m, repl.expand(n, *x.shape), batch[:n])
-                delta = (_extractor_logits(extractor, batch)[:n] - ref[:n]).abs()  # [n, L]
+                # |delta| per cell, summed over the heads of a multi-head mask: [n, L]
+                delta = (_extractor_logits(extractor, batch)[:n] - ref[:n]).abs().sum(1)
                 if atol > 0:
                     delta = torch.where(delta <= atol, torch.zeros_like(delta), delta)
                 total[b, start:stop] = delta.sum(1)
@@ -335,11 +343,6 @@ def spatial_leakage(
                 outside_rf[b, start:stop] = (delta * ~intersects[start:stop]).sum(1)
                 delta_sum[start:stop] += delta
 
-    total, outside, outside_rf = total.cpu(), outside.cpu(), outside_rf.cpu()
-    den = total.sum(0)
-    per_cell = torch.where(den > 0, outside.sum(0) / den.clamp_min(1e-300), torch.zeros_like(den))
-    leakage = torch.full((n_cells,), float("nan"), dtype=torch.float64)
-    leakage[flat] = per_cell
     if isinstance(value, str):
         what = {
             "invert": "window inverted (255 - x for uint8, 1 - x for float), all stacked frames",
@@ -347,17 +350,62 @@ def spatial_leakage(
         }[value]
     else:
         what = f"window set to {value}, all stacked frames"
+    return _leakage_result(
+        cell_rc, (rows, cols), total.cpu(), outside.cpu(), outside_rf.cpu(), delta_sum.cpu(), what
+    )
+
+
+def _leakage_result(
+    cells: Tensor,
+    grid: tuple[int, int],
+    total: Tensor,
+    outside: Tensor,
+    outside_rf: Tensor,
+    delta_sum: Tensor,
+    what: str,
+) -> LeakageResult:
+    """Pool per-frame sums ``[B, K]`` into a :class:`LeakageResult` (:func:`spatial_leakage`)."""
+    rows, cols = grid
+    flat = cells[:, 0] * cols + cells[:, 1]
+    den = total.sum(0)
+    per_cell = torch.where(den > 0, outside.sum(0) / den.clamp_min(1e-300), torch.zeros_like(den))
+    leakage = torch.full((rows * cols,), float("nan"), dtype=torch.float64)
+    leakage[flat] = per_cell
     return LeakageResult(
-        cells=cell_rc,
+        cells=cells,
         leakage=leakage.view(rows, cols),
         mean=float(per_cell.mean()),
         max=float(per_cell.max()),
         total=total,
         outside=outside,
         outside_receptive=outside_rf,
-        delta_sum=delta_sum.cpu().view(k_total, rows, cols),
+        delta_sum=delta_sum.view(len(cells), rows, cols),
         unchanged=int((total == 0).sum()),
         perturbation=what,
+    )
+
+
+def merge_leakage(results: Sequence[LeakageResult]) -> LeakageResult:
+    """One :class:`LeakageResult` of several runs on different frames (same cells).
+
+    Pools exactly as one :func:`spatial_leakage` call on all the frames would: per-frame sums
+    are concatenated, ``delta_sum`` is added up and the leakage is recomputed from the pooled
+    sums. Used for recurrent agents, whose frames are measured one at a time, each with its
+    own recorded state.
+    """
+    if not results:
+        raise ValueError("no leakage results to merge")
+    first = results[0]
+    if any(not torch.equal(r.cells, first.cells) for r in results):
+        raise ValueError("leakage results over different cells cannot be merged")
+    return _leakage_result(
+        first.cells,
+        tuple(first.leakage.shape),  # type: ignore[arg-type]
+        torch.cat([r.total for r in results]),
+        torch.cat([r.outside for r in results]),
+        torch.cat([r.outside_receptive for r in results]),
+        torch.stack([r.delta_sum for r in results]).sum(0),
+        first.perturbation,
     )
 
 
