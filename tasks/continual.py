@@ -41,7 +41,7 @@ from ife_platform.callbacks.continual import SequenceEvaluation
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ife_platform.config import ConfigError, to_container
+from ife_platform.config import ACTOR_CRITIC_AGENTS, ConfigError, to_container
 from ife_platform.continual import metrics as CM
 from ife_platform.continual import transfer as T
 from ife_platform.evaluation import EvalResult, evaluate_parallel
@@ -145,13 +145,14 @@ class RainbowContinual:
 
 
 class ActorCriticContinual(RainbowContinual):
-    """:class:`ContinualAgent` for A3C-LSTM (``tasks.a3c.ActorCriticTask``).
+    """:class:`ContinualAgent` for A3C-LSTM and S3TA (``tasks.a3c.ActorCriticTask``).
 
     Training goes through the same ``cli.train`` entry with a ``setup`` hook; there is no
-    target network and no replay. Transfer groups: ``hue``/``afe`` (IFE) or ``extractor``,
-    and ``head`` = the LSTM core with the policy and value layers
-    (:func:`~ife_platform.continual.transfer.network_layout`). Evaluation is the shared
-    parallel evaluation with the recurrent :class:`~ife_platform.evaluation.ActingPolicy`.
+    target network and no replay. Transfer groups: ``hue``/``afe`` (IFE) or ``extractor``
+    (S3TA: vision core, queries and answer processor), and ``head`` = the LSTM core with the
+    policy and value layers (:func:`~ife_platform.continual.transfer.network_layout`).
+    Evaluation is the shared parallel evaluation with the recurrent
+    :class:`~ife_platform.evaluation.ActingPolicy`.
     """
 
     def build_network(self, cfg: DictConfig, num_actions: int) -> nn.Module:  # noqa: D102
@@ -166,6 +167,7 @@ CONTINUAL_AGENTS: dict[str, Callable[[], ContinualAgent]] = {
     "rainbow_der": RainbowContinual,
     "rainbow_fast": RainbowContinual,
     "a3c_lstm": ActorCriticContinual,
+    "s3ta": ActorCriticContinual,
 }
 
 
@@ -207,9 +209,9 @@ def preflight(cfg: DictConfig) -> tuple[T.TransferSpec, int]:
             "sequence.head=per_game uses one head size; set env.full_action_space=true "
             f"(the minimal action sets differ: {actions})"
         )
-    if cfg.agent.name == "a3c_lstm" and (q.head != "shared" or q.replay != "reset"):
+    if cfg.agent.name in ACTOR_CRITIC_AGENTS and (q.head != "shared" or q.replay != "reset"):
         raise ConfigError(
-            "agent=a3c_lstm sequences use sequence.head=shared and sequence.replay=reset "
+            f"agent={cfg.agent.name} sequences use sequence.head=shared and sequence.replay=reset "
             f"(got head={q.head}, replay={q.replay}): per-game heads are Q heads, and an "
             "on-policy agent has no replay buffer"
         )

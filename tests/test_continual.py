@@ -155,9 +155,15 @@ def test_per_game_heads_kept_replay_and_scratch_references(workdir: Path) -> Non
     assert sizes and sizes[0] > 240
 
 
-def test_a3c_lstm_runs_a_sequence_with_frozen_hue(workdir: Path) -> None:
+@pytest.mark.parametrize(
+    ("agent", "mode", "frozen"),
+    [("a3c_lstm", "freeze_hue", "hue"), ("s3ta", "freeze_extractor", "extractor")],
+)
+def test_actor_critic_runs_a_sequence_with_a_frozen_encoder(
+    workdir: Path, agent: str, mode: str, frozen: str
+) -> None:
     args = [
-        "agent=a3c_lstm",
+        f"agent={agent}",
         *tracking_args(workdir),
         "sequence.games=[pong,boxing]",
         "sequence.steps_per_task=160",
@@ -165,8 +171,8 @@ def test_a3c_lstm_runs_a_sequence_with_frozen_hue(workdir: Path) -> None:
         "sequence.eval_episodes=1",
         "sequence.eval_max_steps=30",
         "sequence.alignment_steps=10",
-        "sequence.mode=freeze_hue",
-        "model.width=1",
+        f"sequence.mode={mode}",
+        *(["model.width=1"] if agent == "a3c_lstm" else []),
         "env.num_envs=2",
         "agent.actors=2",
         "trainer.steps_per_epoch=160",
@@ -181,8 +187,11 @@ def test_a3c_lstm_runs_a_sequence_with_frozen_hue(workdir: Path) -> None:
     (parent,) = client.search_runs([exp], "tags.`ife.kind` = 'sequence'")
     progress = json.loads((workdir / "out" / parent.info.run_id / "progress.json").read_text())
     d0, d1 = (c["group_digests"] for c in progress["completed"])
-    # HUE frozen after task 0; the LSTM core and heads (the "head" group) trained on
-    assert d0["hue"] == d1["hue"] and d0["head"] != d1["head"]
+    # the encoder frozen after task 0 (IFE's HUE; S3TA's vision core, queries and answer
+    # processor); the policy LSTM and its heads (the "head" group) trained on
+    assert d0[frozen] == d1[frozen] and d0["head"] != d1["head"]
     assert len(progress["raw_R"]) == 3 and progress["curves"]["steps"] == [0, 80, 160, 240, 320]
+    # mask-object lift after each task on both games (Pong and Boxing have object boxes)
+    assert all(v is not None for row in progress["alignment"] for v in row)
     with pytest.raises(ConfigError, match="per_game"):
-        preflight(compose(["agent=a3c_lstm", "sequence.games=[pong]", "sequence.head=per_game"]))
+        preflight(compose([f"agent={agent}", "sequence.games=[pong]", "sequence.head=per_game"]))

@@ -366,3 +366,67 @@ def test_per_game_action_counts_and_mode() -> None:
     assert online.q_values(batch(0)["obs"]).shape == (4, 4)
     with pytest.raises(KeyError, match="Did you mean 'pong'"):
         swap_head(online, heads, "pongg")
+
+
+# ---------------------------------------------------------------------------------------------
+# Recurrent actor-critics (A3C-LSTM, S3TA)
+# ---------------------------------------------------------------------------------------------
+
+
+def _s3ta(seed: int = 0) -> nn.Module:
+    from ife_platform.a3c.s3ta import build_s3ta
+
+    torch.manual_seed(seed)
+    return build_s3ta(ACTIONS, conv_channels=(8, 16), answer_hidden=(32, 16), hidden_size=16)
+
+
+def test_recurrent_layouts_partition_every_parameter() -> None:
+    from ife_platform.a3c.model import build_actor_critic
+    from ife_platform.continual.transfer import extractor_name
+
+    a3c = build_actor_critic("ife", ACTIONS, extractor_kwargs={"width": 1}, hidden=16)
+    s3ta = _s3ta()
+    assert extractor_name(s3ta) == "s3ta"
+    expected = {
+        "a3c": {"hue": ["extractor.hue", "extractor.attention"], "afe": ["extractor.afe"]},
+        "s3ta": {"extractor": ["extractor", "query", "answer_mlp"]},
+    }
+    expected["a3c"]["head"] = ["lstm", "actor", "critic"]
+    expected["s3ta"]["head"] = ["lstm", "policy", "value"]
+    for key, net in (("a3c", a3c), ("s3ta", s3ta)):
+        names = group_parameter_names(net)
+        flat = [n for group in names.values() for n in group]
+        assert sorted(flat) == sorted(n for n, _ in net.named_parameters())  # each exactly once
+        groups = module_groups(net)
+        assert {g: [net.get_submodule(p) for p in ps] for g, ps in expected[key].items()} == groups
+    assert valid_modes("s3ta") == ["finetune", "freeze_extractor", "reset_head", "scratch"]
+    with pytest.raises(ConfigError, match="hue"):
+        parse_mode("freeze_hue", "s3ta")
+
+
+def test_s3ta_reset_matches_build_init_and_freeze_keeps_the_attention() -> None:
+    fresh, net = _s3ta(seed=1), _s3ta(seed=0)
+    apply_task_switch(net, parse_mode("scratch", "s3ta"), 1, 11)
+    ref = dict(fresh.named_modules())
+    for name, conv in net.named_modules():
+        if not isinstance(conv, nn.Conv2d) or conv.bias is None:
+            continue
+        # vision convs: make_conv (zero bias); ConvLSTM input conv: PyTorch default (not zero)
+        vision = name.startswith("extractor.convs")
+        assert bool((ref[name].bias == 0).all()) == vision, name
+        assert bool((conv.bias == 0).all()) == vision, name
+        ratio = (conv.weight.std() / ref[name].weight.std()).item()
+        assert 0.8 < ratio < 1.25, (name, ratio)
+
+    # freeze_extractor: a real optimiser step moves the head group only
+    net = _s3ta(seed=2)
+    apply_task_switch(net, parse_mode("freeze_extractor", "s3ta"), 1, 0)
+    before = group_digests(net)
+    opt = torch.optim.Adam(trainable_parameters(net), lr=1e-2)
+    obs = torch.randint(0, 256, (3, 2, 1, 84, 84), dtype=torch.uint8)
+    first = torch.zeros(3, 2, dtype=torch.bool)
+    logits, values, _ = net.train()(obs, net.initial_state(2), first)
+    (logits.logsumexp(-1).mean() + values.pow(2).mean()).backward()
+    opt.step()
+    after = group_digests(net)
+    assert after["extractor"] == before["extractor"] and after["head"] != before["head"]

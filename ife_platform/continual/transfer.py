@@ -11,6 +11,11 @@ Groups (:data:`MODULE_GROUPS`; every parameter of a ``QNetwork`` lies in exactly
   ``head`` = ``head``.
 - Every other extractor: ``extractor`` = the whole extractor, ``head`` = ``head``. (The
   CNN-attention baseline is not split: its encoder is not HUE.)
+- Recurrent actor-critics (:func:`network_layout`): the extractor groups as above and
+  ``head`` = the LSTM core with the policy and value layers (A3C-LSTM: ``lstm``, ``actor``,
+  ``critic``). S3TA (``"s3ta"``): ``extractor`` = everything before the policy LSTM (the
+  vision core ``extractor``, the query layer ``query`` and the answer processor
+  ``answer_mlp``: the whole attention mechanism), ``head`` = ``lstm``, ``policy``, ``value``.
 
 Modes (:data:`MODES`), applied from the second task on (task index >= 1):
 
@@ -138,6 +143,11 @@ MODULE_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
     )
     for name in EXTRACTORS
 }
+#: S3TA is an agent, not an extractor: its attention needs the policy state (a3c/s3ta.py).
+MODULE_GROUPS["s3ta"] = {
+    "extractor": ("extractor", "query", "answer_mlp"),
+    "head": ("lstm", "policy", "value"),
+}
 
 # Placeholders in MODES, resolved per extractor.
 _EXTRACTOR_GROUPS = "<every extractor group>"
@@ -161,9 +171,15 @@ _STANDALONE = frozenset({"finetune", "scratch"})
 #: ``head=`` choices: one head for all games, or one head per game.
 HEAD_CHOICES = ("shared", "per_game")
 
-#: Extractors whose convolutions are all built by ``blocks.make_conv`` (ReLU-gain init, zero
-#: bias); the others use PyTorch's default init. Checked against a fresh build in the tests.
-_RELU_GAIN_EXTRACTORS = frozenset({"ife", "impala", "cnn_attention"})
+#: Per extractor, the modules whose convolutions are built by ``blocks.make_conv`` (ReLU-gain
+#: init, zero bias); every other conv uses PyTorch's default init (S3TA's ConvLSTM, the Nature
+#: and DER CNNs). Checked against a fresh build in the tests.
+_RELU_GAIN_CONVS: dict[str, tuple[str, ...]] = {
+    "ife": ("extractor",),
+    "impala": ("extractor",),
+    "cnn_attention": ("extractor",),
+    "s3ta": ("extractor.convs",),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,11 +336,15 @@ def parse_head(head: str) -> str:
 
 
 def extractor_name(network: nn.Module) -> str:
-    """The ``EXTRACTORS`` name of ``network.extractor`` (exact class match).
+    """The ``EXTRACTORS`` name of ``network.extractor`` (exact class match); ``"s3ta"`` for S3TA.
 
     Raises:
         TypeError: If the network has no registered extractor.
     """
+    from ife_platform.a3c.s3ta import S3TAAgent
+
+    if type(network) is S3TAAgent:
+        return "s3ta"
     cls = type(getattr(network, "extractor", None))
     for name, registered in EXTRACTORS.items():
         if cls is registered:
@@ -339,8 +359,9 @@ def network_layout(network: nn.Module) -> dict[str, tuple[str, ...]]:
     ``QNetwork``'s Q head, or a recurrent actor-critic's LSTM core with its policy and value
     layers (``lstm``, ``actor``, ``critic``: everything after the extractor).
     """
-    layout = dict(MODULE_GROUPS[extractor_name(network)])
-    if not hasattr(network, "head") and hasattr(network, "lstm"):
+    name = extractor_name(network)
+    layout = dict(MODULE_GROUPS[name])
+    if name != "s3ta" and not hasattr(network, "head") and hasattr(network, "lstm"):
         layout["head"] = ("lstm", "actor", "critic")
     return layout
 
@@ -439,7 +460,9 @@ def _relu_gain_init(conv: nn.Conv2d) -> None:
         conv.bias.zero_()
 
 
-def reinitialise(modules: Iterable[nn.Module], seed: int, *, relu_gain_convs: bool) -> None:
+def reinitialise(
+    modules: Iterable[nn.Module], seed: int, *, relu_gain_convs: bool | Iterable[nn.Module]
+) -> None:
     """Re-initialise modules in place as at build time, seeded; the global RNG is restored.
 
     Every submodule with ``reset_parameters`` is reset (spectral-norm convs through their
@@ -450,15 +473,20 @@ def reinitialise(modules: Iterable[nn.Module], seed: int, *, relu_gain_convs: bo
     Args:
         modules: The modules (e.g. one group of :func:`module_groups`).
         seed: Same seed (on the same device type), same weights.
-        relu_gain_convs: Apply the ReLU-gain conv init (IFE, IMPALA, CNN-attention).
+        relu_gain_convs: Apply the ReLU-gain conv init: to every conv (True), to none (False),
+            or to the convs inside the given modules (S3TA: its two vision convs only).
     """
     modules = list(modules)
+    if isinstance(relu_gain_convs, bool):
+        gain = {id(m) for module in modules for m in module.modules()} if relu_gain_convs else set()
+    else:
+        gain = {id(m) for module in relu_gain_convs for m in module.modules()}
     with torch.random.fork_rng(devices=_cuda_indices(modules)), torch.no_grad():
         torch.manual_seed(seed)
         for module in modules:
             for _, m in _resettable(module, None):
                 _reset_module(m)
-                if relu_gain_convs and isinstance(m, nn.Conv2d):
+                if id(m) in gain and isinstance(m, nn.Conv2d):
                     _relu_gain_init(m)
                 if isinstance(m, NoisyLinear):
                     m.reset_noise()
@@ -576,10 +604,10 @@ def apply_task_switch(
     seeds: dict[str, int] = {}
     frozen_groups: list[str] = []
     if task_index >= 1:
-        relu_gain = spec.extractor in _RELU_GAIN_EXTRACTORS
+        gain = [network.get_submodule(p) for p in _RELU_GAIN_CONVS.get(spec.extractor, ())]
         for g in sorted(spec.reset):
             seeds[g] = reset_seed(seed, task_index, g)
-            reinitialise(groups[g], seeds[g], relu_gain_convs=relu_gain)
+            reinitialise(groups[g], seeds[g], relu_gain_convs=gain)
         freeze_groups(network, spec)
         frozen_groups = sorted(spec.freeze)
     if target is not None:
