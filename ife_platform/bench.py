@@ -736,6 +736,17 @@ def format_report(results: dict[str, Any]) -> str:
                 f"  {'saliency ' + name:40s} {v['frames_per_s']:8.2f} frames/s"
                 f"  ({v['forwards_per_s']:.0f} forwards/s)"
             )
+        an = ex.get("analysis")
+        if an:
+            lines.append(
+                f"  analysis of one {an['steps']}-step game (defaults, no video): "
+                "record s, analyse s, state KiB/step"
+            )
+            for name, v in an["agents"].items():
+                lines.append(
+                    f"  {'  ' + name:40s} {v['record_s']:8.2f} {v['analyse_s']:8.2f} "
+                    f"{v['state_bytes_per_step'] / 1024:8.1f}"
+                )
     rep = results.get("replay")
     if rep:
         lines += [
@@ -836,6 +847,73 @@ def bench_explain(
     }
     for name in (extractor, "nature_cnn"):
         out["saliency"][name] = saliency_benchmark(name, frames=saliency_frames)
+    return out
+
+
+#: ``ife explain`` analysis cost per agent kind: (label, config overrides).
+EXPLAIN_AGENTS: dict[str, list[str]] = {
+    "rainbow_der ife": ["agent=rainbow_der", "model.extractor=ife"],
+    "a3c_lstm ife": ["agent=a3c_lstm", "model.extractor=ife"],
+    "s3ta": ["agent=s3ta"],
+}
+
+
+def bench_explain_agents(
+    game: str = "pong",
+    *,
+    steps: int = 200,
+    agents: Sequence[str] = tuple(EXPLAIN_AGENTS),
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Seconds of ``ife explain``'s analysis for Rainbow and recurrent agents, same settings.
+
+    Each (untrained) agent plays one game of ``steps`` agent steps with object boxes, then
+    :func:`~ife_platform.interpret.explain.analyse` runs with the default ``explain`` settings
+    except the video (32 analysis frames for faithfulness and the sanity check, 4 leakage
+    frames). Recurrent agents read every perturbation with the recorded state, one frame at a
+    time (``interpret/probe.py``); Q-networks batch frames together.
+    """
+    import torch
+
+    from ife_platform.agents import eval_env_kwargs
+    from ife_platform.config import ACTOR_CRITIC_AGENTS, compose
+    from ife_platform.envs import AtariEvalEnv
+    from ife_platform.interpret import explain as E
+    from ife_platform.interpret.objects import object_source
+    from ife_platform.tasks.a3c import build_model
+    from ife_platform.tasks.rainbow import build_network
+
+    out: dict[str, Any] = {"game": game, "steps": steps, "agents": {}}
+    for label in agents:
+        cfg = compose([*EXPLAIN_AGENTS[label], f"env.game={game}", "explain.video=false"])
+        env = AtariEvalEnv(game, seed=seed, **eval_env_kwargs(cfg))
+        torch.manual_seed(seed)
+        build = build_model if cfg.agent.name in ACTOR_CRITIC_AGENTS else build_network
+        network = build(cfg, env.num_actions).eval()
+        t0 = time.perf_counter()
+        rec = E.record(
+            network,
+            env,
+            episodes=1,
+            max_steps=steps,
+            epsilon=0.0,
+            seed=seed,
+            objects=object_source(game),
+            video_max_steps=0,
+        )
+        t1 = time.perf_counter()
+        exp = E.analyse(network, rec, cfg.explain, seed=seed)
+        t2 = time.perf_counter()
+        out["agents"][label] = {
+            "frames": len(rec),
+            "record_s": t1 - t0,
+            "analyse_s": t2 - t1,
+            "leakage_s": exp.summary.get("leakage_seconds"),
+            "analysis_frames": int(cfg.explain.analysis_frames),
+            "state_bytes_per_step": sum(
+                s[0].numel() * s.element_size() for s in (rec.states or ())
+            ),
+        }
     return out
 
 
@@ -1047,6 +1125,9 @@ def main(argv: list[str]) -> int:
     if "explain" in sections:
         results["explain"] = bench_explain(
             opts.game, steps=150 if opts.quick else 400, rounds=3 if opts.quick else 5
+        )
+        results["explain"]["analysis"] = bench_explain_agents(
+            opts.game, steps=60 if opts.quick else 200
         )
         print(f"  explain done ({time.perf_counter() - start:.0f} s)", flush=True)
     if "actors" in sections:

@@ -159,8 +159,14 @@ def test_explain_bench_reports_overheads_and_saliency_rates() -> None:
         assert _positive(v["steps_per_s"]) and len(v["samples"]) == 1
     assert set(out["saliency"]) == {"ife", "nature_cnn"}
     assert all(_positive(v["frames_per_s"]) for v in out["saliency"].values())
+    out["analysis"] = bench.bench_explain_agents("pong", steps=8, agents=("a3c_lstm ife", "s3ta"))
+    agents = out["analysis"]["agents"]
+    assert all(v["frames"] == 8 and _positive(v["analyse_s"]) for v in agents.values())
+    # the recorded state per step: LSTM (h, c) of 512 floats each; S3TA adds its ConvLSTM
+    assert agents["a3c_lstm ife"]["state_bytes_per_step"] == 2 * 512 * 4
+    assert agents["s3ta"]["state_bytes_per_step"] == (2 * 128 * 11 * 11 + 2 * 256) * 4
     report = bench.format_report({"machine": bench.machine_info(), "explain": out})
-    assert "recording overhead" in report
+    assert "recording overhead" in report and "s3ta" in report
 
 
 def test_actor_bench_reports_rates_and_restores_threads() -> None:
