@@ -30,7 +30,11 @@ from ife_platform.interpret.objects import object_source
 from ife_platform.interpret.probe import FrozenState
 from ife_platform.video import read_mp4
 
-AGENTS = {"a3c_lstm": ["agent=a3c_lstm", "model.width=1"], "s3ta": ["agent=s3ta"]}
+AGENTS = {
+    "a3c_lstm": ["agent=a3c_lstm", "model.width=1"],
+    "s3ta": ["agent=s3ta"],
+    "a3c_cnn": ["agent=a3c_lstm", "model.extractor=a3c_cnn"],
+}
 FAST_EXPLAIN = [
     "explain.max_steps=40",
     "explain.video_max_steps=12",
@@ -46,7 +50,7 @@ def _recorded(agent: str, episodes: int = 2, steps: int = 12) -> tuple[nn.Module
     cfg = compose([*AGENTS[agent], "env.game=pong"])
     env = AtariEvalEnv("pong", seed=3, **eval_env_kwargs(cfg))
     network = build_model(cfg, env.num_actions).eval()
-    head = network.actor if agent == "a3c_lstm" else network.policy
+    head = network.policy if agent == "s3ta" else network.actor
     nn.init.normal_(head.weight, std=0.5)  # logits of order 1, not A3C's near-uniform 1e-6
     rec = E.record(
         network,
@@ -61,7 +65,7 @@ def _recorded(agent: str, episodes: int = 2, steps: int = 12) -> tuple[nn.Module
     return network, rec
 
 
-@pytest.mark.parametrize("agent", sorted(AGENTS))
+@pytest.mark.parametrize("agent", ["a3c_lstm", "s3ta"])
 def test_recorded_state_replays_every_step_exactly(agent: str) -> None:
     network, rec = _recorded(agent)
     assert rec.states is not None and len(rec) == 24
@@ -88,6 +92,31 @@ def test_recorded_state_replays_every_step_exactly(agent: str) -> None:
     again = E.rerecord(network, rec)
     assert np.array_equal(again.q, rec.q) and np.array_equal(again.masks, rec.masks)
     assert all(torch.equal(a, b) for a, b in zip(again.states, rec.states, strict=True))
+
+
+def test_recurrent_agent_without_attention_gets_saliency_with_its_state() -> None:
+    network, rec = _recorded("a3c_cnn", episodes=1, steps=10)
+    assert rec.masks is None and rec.states is not None
+    x = compose(
+        ["explain.analysis_frames=2", "explain.deletion_steps=2", "explain.random_orders=1"]
+    )
+    exp = E.analyse(network, rec, x.explain, seed=0)
+    s = exp.summary
+    assert s["attention"] is False and s["recurrent"] is True and "leakage" not in s
+    assert s["faithfulness_score"] == "policy_prob" and s["faithfulness_frames"] == 2
+    # the saliency of the analysed frames and of the 4 video frames, as distributions
+    assert sorted(exp.saliency) == [0, 1, 2, 3, 9]
+    assert all(abs(m.sum() - 1) < 1e-6 for m in exp.saliency.values())
+    assert s["saliency/pointing_frames"] == 5 and -1 <= s["sanity_spearman"] <= 1
+    # the saliency is that of the step as played: read with the recorded state, it differs
+    # from the saliency of the same frame read from a game start
+    from ife_platform.interpret.probe import AgentProbe
+
+    start = AgentProbe(network, tuple(torch.zeros_like(t) for t in rec.states))
+    probe = AgentProbe(network, rec.states)
+    with_state = E._saliency(probe, np.array([9]), rec.obs, x.explain)
+    from_start = E._saliency(start, np.array([9]), rec.obs, x.explain)
+    assert not torch.allclose(with_state, from_start)
 
 
 class _TwoHeads(nn.Module):
