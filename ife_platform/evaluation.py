@@ -62,7 +62,6 @@ class StepView:
         t: agent step within the game.
         obs: uint8 ``[stack, 84, 84]`` observation the network acted on.
         frame: uint8 ``[210, 160, 3]`` raw RGB screen of that observation's last frame.
-        q: ``[A]`` Q-values (float32, CPU).
         q: ``[A]`` per-action scores (float32, CPU): Q-values of a Q-network, policy logits
             of a recurrent actor-critic.
         mask: ``[rows, cols]`` attention mask of this forward (CPU), or None.
