@@ -253,6 +253,34 @@ def test_forward_equals_step_by_step(net):
 
 
 @torch.no_grad()
+def test_unroll_is_nn_lstmcell_with_the_input_half_batched(net):
+    from ife_platform.a3c.model import lstm_step
+
+    # one step: the same equations, gate order and parameters as nn.LSTMCell
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, net.extractor.features_dim, generator=gen, dtype=torch.float64)
+    state = _random_state(3)
+    gates_x = torch.nn.functional.linear(x, net.lstm.weight_ih, net.lstm.bias_ih)
+    h, c = lstm_step(net.lstm, gates_x, state)
+    h_ref, c_ref = net.lstm(x, state)
+    torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(c, c_ref)
+
+    # a whole unroll with resets against a per-step nn.LSTMCell loop
+    obs, state = _obs(seed=4), _random_state()
+    first = _no_first(T)
+    first[1, 0] = True
+    logits, values, _ = net(obs, state, first)
+    feats = net.extractor(obs.flatten(0, 1)).view(T, B, -1)
+    h, c = state
+    for t in range(T):
+        keep = (~first[t]).double().unsqueeze(-1)
+        h, c = net.lstm(feats[t], (h * keep, c * keep))
+        torch.testing.assert_close(logits[t], net.actor(h))
+        torch.testing.assert_close(values[t], net.critic(h).squeeze(-1))
+
+
+@torch.no_grad()
 def test_state_carried_across_rollout_boundary(net):
     obs = _obs(steps=6, seed=3)
     first = _no_first(6)
