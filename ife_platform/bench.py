@@ -471,6 +471,7 @@ def bare_learner_rate(cfg, *, warmup: int = 3, seed: int = 0) -> float:
     import torch
 
     from ife_platform.envs import atari_spec
+    from ife_platform.optim import make_adam
     from ife_platform.rainbow.losses import categorical_double_q_loss, huber_double_q_loss
     from ife_platform.tasks.rainbow import build_network
 
@@ -483,7 +484,7 @@ def bare_learner_rate(cfg, *, warmup: int = 3, seed: int = 0) -> float:
     target.requires_grad_(False)
     online.train()
     target.train()
-    opt = torch.optim.Adam(online.parameters(), lr=cfg.optim.lr, eps=cfg.optim.eps)
+    opt = make_adam(online.parameters(), cfg.optim)  # the platform's optimiser
     replay = UniformReplay(cfg.replay.capacity, (e.frame_stack, 84, 84), seed=seed)
     nstep = _NStep(a.n_step, a.gamma)
     vec = make_raw_vector_env(e.game, 1, seed=seed)
@@ -1004,7 +1005,7 @@ def bench_actors(
 
         platform()
         results["actor processes"] = [platform() for _ in range(rounds)]
-        opt = torch.optim.Adam(task.model.parameters(), lr=1e-4)
+        opt = task.configure_optimizers()
         t0 = time.perf_counter()
         for batch in kept:
             terms = task._loss(batch)

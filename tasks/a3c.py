@@ -47,6 +47,7 @@ from ife_platform.a3c.losses import actor_critic_loss, gae
 from ife_platform.checkpoint import restore_rng, rng_state
 from ife_platform.config import to_container
 from ife_platform.envs import AtariVecEnv, atari_spec
+from ife_platform.optim import make_adam
 from ife_platform.scores import has_reference, human_normalized_score
 
 
@@ -348,7 +349,7 @@ class ActorCriticTask(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:  # noqa: D102
         o = self.cfg.optim
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.Adam(trainable, lr=o.lr, eps=o.eps)
+        return make_adam(trainable, o)
 
     # -- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102

@@ -43,6 +43,7 @@ from torchrl.data import TensorDictPrioritizedReplayBuffer
 from ife_platform.checkpoint import restore_rng, rng_state
 from ife_platform.config import to_container
 from ife_platform.envs import AtariVecEnv, atari_spec
+from ife_platform.optim import make_adam
 from ife_platform.rainbow.agent import Actor, QNetwork, build_q_network, linear_schedule
 from ife_platform.rainbow.losses import categorical_double_q_loss, huber_double_q_loss
 from ife_platform.rainbow.nstep import NStepAccumulator
@@ -454,7 +455,7 @@ class RainbowTask(L.LightningModule):
         o = self.cfg.optim
         # Frozen parameters (continual transfer modes) get neither updates nor Adam state.
         trainable = [p for p in self.online.parameters() if p.requires_grad]
-        return torch.optim.Adam(trainable, lr=o.lr, eps=o.eps)
+        return make_adam(trainable, o)
 
     # -- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
