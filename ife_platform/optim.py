@@ -12,7 +12,9 @@ FUSED_DEVICES = ("cpu", "cuda")
 
 
 def make_adam(params: Iterable[torch.nn.Parameter], optim: DictConfig) -> torch.optim.Adam:
-    """Adam over ``params`` with ``optim.lr`` and ``optim.eps``.
+    """Adam over the trainable ``params`` (``requires_grad``) with ``optim.lr``, ``optim.eps``.
+
+    Frozen parameters (continual transfer modes) get neither updates nor Adam state.
 
     With ``optim.fused`` (default) and every parameter a float tensor on a CPU or CUDA device,
     the update runs as one fused kernel over all parameters instead of a Python loop of
@@ -21,13 +23,13 @@ def make_adam(params: Iterable[torch.nn.Parameter], optim: DictConfig) -> torch.
     (docs/benchmarks.md). Other devices or dtypes fall back to the default implementation.
 
     Args:
-        params: The trainable parameters (frozen ones are left out by the caller).
+        params: The network's parameters.
         optim: The ``optim`` config group.
 
     Returns:
         The optimiser.
     """
-    params = list(params)
+    params = [p for p in params if p.requires_grad]
     fused = bool(optim.get("fused", True)) and all(
         p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params
     )

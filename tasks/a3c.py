@@ -347,9 +347,7 @@ class ActorCriticTask(L.LightningModule):
             self.log("return", float(np.mean(self.recent_returns)), prog_bar=True, logger=False)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:  # noqa: D102
-        o = self.cfg.optim
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        return make_adam(trainable, o)
+        return make_adam(self.model.parameters(), self.cfg.optim)
 
     # -- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102

@@ -452,10 +452,8 @@ class RainbowTask(L.LightningModule):
         self._pending_episodes.clear()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:  # noqa: D102
-        o = self.cfg.optim
-        # Frozen parameters (continual transfer modes) get neither updates nor Adam state.
-        trainable = [p for p in self.online.parameters() if p.requires_grad]
-        return make_adam(trainable, o)
+        # Frozen parameters (continual transfer modes) are left out by make_adam.
+        return make_adam(self.online.parameters(), self.cfg.optim)
 
     # -- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102

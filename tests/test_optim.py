@@ -33,6 +33,11 @@ def test_fused_adam_matches_the_reference_update() -> None:
 def test_fused_is_the_default_and_can_be_turned_off() -> None:
     assert compose([]).optim.fused is True
     assert compose(["optim.fused=false"]).optim.fused is False
-    ints = [torch.nn.Parameter(torch.zeros(3, dtype=torch.int64), requires_grad=False)]
-    # no fused kernel for integer tensors: the default implementation
-    assert not make_adam(ints, compose([]).optim).defaults["fused"]
+    half = [torch.nn.Parameter(torch.zeros(3, dtype=torch.float16, device="meta"))]
+    # no fused kernel on this device type: the default implementation
+    assert not make_adam(half, compose([]).optim).defaults["fused"]
+    # frozen parameters are left out of the optimiser
+    frozen = torch.nn.Parameter(torch.zeros(2), requires_grad=False)
+    live = torch.nn.Parameter(torch.zeros(2))
+    (group,) = make_adam([frozen, live], compose([]).optim).param_groups
+    assert group["params"] == [live]

@@ -46,7 +46,13 @@ from ife_platform.evaluation import StepView, play
 from ife_platform.interpret import metrics as M
 from ife_platform.interpret import perturb as P
 from ife_platform.interpret.objects import ObjectBox, ObjectSource
-from ife_platform.interpret.probe import AgentProbe, is_recurrent, replay, stack_states
+from ife_platform.interpret.probe import (
+    AgentProbe,
+    is_recurrent,
+    replay,
+    stack_states,
+    state_free_attention,
+)
 
 #: Summary keys shown in the printed table and compared by ``ife compare`` (in this order).
 HEADLINE = (
@@ -472,8 +478,6 @@ def _leakage(probe: AgentProbe, idx: np.ndarray, obs: np.ndarray) -> P.LeakageRe
     A3C-LSTM) is measured on the extractor with all frames at once; S3TA's mask depends on the
     recorded state, so its frames are measured one by one and pooled.
     """
-    from ife_platform.interpret.probe import state_free_attention
-
     if state_free_attention(probe.network):
         return P.spatial_leakage(probe.network, torch.from_numpy(obs[idx]).to(probe.device))
     parts = []
