@@ -111,6 +111,9 @@ class ReplayConfig:
     beta_start: float = 0.4
     beta_end: float = 1.0  # annealed linearly over train.total_steps
     priority_eps: float = 1e-6
+    # importance weights normalised by the sampled batch's largest weight (DER references) or
+    # by the smallest priority in the whole buffer (TorchRL's default); docs/design.md
+    weight_norm: str = "batch"  # batch | buffer
     save_buffer: bool = False  # also checkpoint the replay buffer (see README for the disk cost)
 
 
@@ -405,6 +408,7 @@ def known_games() -> list[str]:
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for values that would fail later (or silently misbehave)."""
     from ife_platform.extractors import EXTRACTORS
+    from ife_platform.rainbow.replay import WEIGHT_NORMS
 
     games = known_games()
     if cfg.env.game not in games:
@@ -420,6 +424,11 @@ def validate(cfg: DictConfig) -> None:
         )
     elif cfg.agent.loss not in ("c51", "huber"):
         raise ConfigError(_choices_msg("agent.loss", cfg.agent.loss, ["c51", "huber"]))
+    if cfg.replay.weight_norm not in WEIGHT_NORMS:
+        raise ConfigError(
+            "replay.weight_norm: "
+            + _choices_msg("weight normalisation", cfg.replay.weight_norm, WEIGHT_NORMS)
+        )
     if cfg.agent.name not in ACTOR_CRITIC_AGENTS and (
         (cfg.agent.loss == "c51") != cfg.model.distributional
     ):

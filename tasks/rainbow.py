@@ -47,7 +47,11 @@ from ife_platform.optim import make_adam
 from ife_platform.rainbow.agent import Actor, QNetwork, build_q_network, linear_schedule
 from ife_platform.rainbow.losses import categorical_double_q_loss, huber_double_q_loss
 from ife_platform.rainbow.nstep import NStepAccumulator
-from ife_platform.rainbow.replay import GatherTensorStorage
+from ife_platform.rainbow.replay import (
+    GatherTensorStorage,
+    importance_weights,
+    priority_quantiles,
+)
 from ife_platform.scores import has_reference, human_normalized_score
 
 log = logging.getLogger(__name__)
@@ -120,6 +124,7 @@ class StepConstants:
     epsilon_decay_steps: int
     beta_start: float
     beta_end: float
+    weight_norm: str
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> StepConstants:
@@ -142,6 +147,7 @@ class StepConstants:
             epsilon_decay_steps=int(a.epsilon_decay_steps),
             beta_start=float(r.beta_start),
             beta_end=float(r.beta_end),
+            weight_norm=str(r.weight_norm),
         )
 
 
@@ -259,9 +265,18 @@ class RainbowTask(L.LightningModule):
         )
 
     def replay_beta(self, replay: TensorDictPrioritizedReplayBuffer) -> float:
-        """Anneal the importance-sampling exponent beta over the budget (Schaul et al. 2016)."""
+        """Anneal the importance-sampling exponent beta (Schaul et al. 2016, Algorithm 1).
+
+        Linear from ``beta_start`` at ``learning_starts`` (the first update) to ``beta_end``
+        at ``total_steps``, as Kaixhin/Rainbow's ``priority_weight_increase`` does.
+        """
         k = self.k
-        beta = linear_schedule(k.beta_start, k.beta_end, k.total_steps, self.env_steps)
+        beta = linear_schedule(
+            k.beta_start,
+            k.beta_end,
+            k.total_steps - k.learning_starts,
+            self.env_steps - k.learning_starts,
+        )
         replay.sampler.beta = beta
         return beta
 
@@ -351,7 +366,7 @@ class RainbowTask(L.LightningModule):
         obs, next_obs = batch["obs"], batch["next_obs"]
         action = batch["action"].long()
         reward, discount = batch["reward"].float(), batch["discount"].float()
-        weights = batch["priority_weight"].float()
+        weights = importance_weights(batch["priority_weight"], self.k.weight_norm)
         if self.k.noisy:
             self.online.reset_noise()
         out = self.online(obs)  # [B, A, K] log-probs or [B, A] Q
@@ -386,6 +401,7 @@ class RainbowTask(L.LightningModule):
                 discount,
                 weights,
             )
+        terms["is_weight_mean"] = weights.mean()
         if mask is not None:
             m = mask.detach().flatten(1).float()
             terms["mask_entropy"] = -(m * (m + 1e-12).log()).sum(-1).mean()
@@ -427,6 +443,10 @@ class RainbowTask(L.LightningModule):
             beta=float(self.replay.sampler.beta),
             replay_size=float(len(self.replay)),
         )
+        # The priorities behind the importance weights (stored p^alpha, whole buffer): a
+        # near-zero minimum is what shrank every update under buffer-wide normalisation.
+        p_min, p_median, p_max = priority_quantiles(self.replay)
+        metrics.update(priority_min=p_min, priority_median=p_median, priority_max=p_max)
         if sps > 0:
             metrics.update(steps_per_s=sps, updates_per_s=ups)
         # Every MLflow metric of the platform uses agent steps as its x-axis (not updates).
