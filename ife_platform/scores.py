@@ -32,6 +32,7 @@ __all__ = [
     "aggregate_median",
     "atari100k_games",
     "canonical_game_name",
+    "der_100k_score",
     "has_reference",
     "human_normalized_score",
     "iqm",
@@ -48,6 +49,7 @@ class _Reference(NamedTuple):
     random: float
     human: float
     atari100k: bool
+    der_100k: float | None
 
 
 @functools.cache
@@ -60,6 +62,7 @@ def _table() -> dict[str, _Reference]:
             random=float(row["random"]),
             human=float(row["human"]),
             atari100k=row["atari100k"].strip() == "1",
+            der_100k=float(row["der_100k"]) if row.get("der_100k", "").strip() else None,
         )
     return table
 
@@ -116,6 +119,18 @@ def reference_scores(game: str) -> tuple[float, float] | None:
     """
     ref = _table().get(canonical_game_name(game))
     return None if ref is None else (ref.random, ref.human)
+
+
+def der_100k_score(game: str) -> float | None:
+    """DER's published raw score after 100k agent steps (van Hasselt et al. 2019, Table 6).
+
+    Defined for the 26 Atari-100k games; None for the others and for unknown games.
+
+    Args:
+        game: ROM id such as ``"ms_pacman"`` (gymnasium ids and CamelCase are accepted too).
+    """
+    ref = _table().get(canonical_game_name(game))
+    return None if ref is None else ref.der_100k
 
 
 def human_normalized_score(game: str, score: float) -> float:

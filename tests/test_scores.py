@@ -127,3 +127,13 @@ def test_bootstrap_deterministic_and_brackets_point():
 def test_bootstrap_rejects_bad_shapes():
     with pytest.raises(ValueError, match="runs, games"):
         scores.stratified_bootstrap_ci(np.zeros(5))
+
+
+def test_der_100k_scores_from_the_table():
+    # van Hasselt et al. 2019, Table 6, as copied into the package's CSV.
+    assert scores.der_100k_score("ms_pacman") == 1204.1
+    assert scores.der_100k_score("MsPacmanNoFrameskip-v4") == 1204.1
+    assert scores.der_100k_score("pong") == -19.3
+    assert scores.der_100k_score("asteroids") is None  # not an Atari-100k game
+    assert scores.der_100k_score("no_such_game") is None
+    assert all(scores.der_100k_score(g) is not None for g in scores.atari100k_games())

@@ -1,0 +1,178 @@
+r"""Rainbow/DER parity results (issue 10): export runs from MLflow, then plot and tabulate them.
+
+Two steps, so results gathered on different machines and sessions add up:
+
+    python scripts/der_parity.py export --tracking-uri sqlite:///results/mlflow.db \\
+        --out docs/results/data RUN_NAME [RUN_NAME ...]
+    python scripts/der_parity.py report --data docs/results/data --png docs/results/der_cnn.png
+
+``export`` writes one small CSV per run (``episode/return`` against agent steps, plus the
+importance-weight and priority logs) and one row per run to ``runs.csv`` (game, seed,
+extractor, weight normalisation, final evaluation). ``report`` reads only those files: it
+draws the learning curves beside DER's published 100k score and prints the markdown table
+that docs/results.md holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from ife_platform.scores import der_100k_score, human_normalized_score, reference_scores
+
+RUN_FIELDS = [
+    "run_name",
+    "run_id",
+    "game",
+    "seed",
+    "extractor",
+    "weight_norm",
+    "total_steps",
+    "eval_return_mean",
+    "eval_return_std",
+    "eval_episodes",
+    "wall_minutes",
+]
+CURVE_KEYS = ["train/is_weight_mean", "train/priority_min", "train/loss_ce", "train/loss"]
+
+
+def export(tracking_uri: str, names: list[str], out: Path) -> None:
+    """Write ``out/<run>.csv``, ``out/<run>_train.csv`` and upsert rows of ``out/runs.csv``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    out.mkdir(parents=True, exist_ok=True)
+    index = out / "runs.csv"
+    rows: dict[str, dict[str, str]] = {}
+    if index.exists():
+        with index.open() as f:
+            rows = {r["run_name"]: r for r in csv.DictReader(f)}
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    for name in names:
+        found = client.search_runs(experiments, f"tags.mlflow.runName = '{name}'")
+        if not found:
+            raise SystemExit(f"no run named {name!r} in {tracking_uri}")
+        run = found[0]
+        rid, params, metrics = run.info.run_id, run.data.params, run.data.metrics
+        episodes = client.get_metric_history(rid, "episode/return")
+        with (out / f"{name}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["step", "return"])
+            w.writerows((m.step, m.value) for m in sorted(episodes, key=lambda m: m.step))
+        train = {
+            k: {m.step: m.value for m in client.get_metric_history(rid, k)} for k in CURVE_KEYS
+        }
+        steps = sorted(set().union(*[set(v) for v in train.values()]))
+        with (out / f"{name}_train.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["step", *CURVE_KEYS])
+            w.writerows([s, *(train[k].get(s, "") for k in CURVE_KEYS)] for s in steps)
+        end = run.info.end_time or run.info.start_time
+        rows[name] = {
+            "run_name": name,
+            "run_id": rid,
+            "game": params["env.game"],
+            "seed": params["seed"],
+            "extractor": params["model.extractor"],
+            "weight_norm": params.get("replay.weight_norm", "buffer"),
+            "total_steps": params["train.total_steps"],
+            "eval_return_mean": str(metrics.get("eval/return_mean", "")),
+            "eval_return_std": str(metrics.get("eval/return_std", "")),
+            "eval_episodes": str(int(metrics.get("eval/episodes", 0))),
+            "wall_minutes": f"{(end - run.info.start_time) / 60000:.1f}",
+        }
+    with index.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=RUN_FIELDS)
+        w.writeheader()
+        w.writerows(rows[k] for k in sorted(rows))
+
+
+def _read_runs(data: Path) -> list[dict[str, str]]:
+    with (data / "runs.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def _curve(data: Path, name: str, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Episode returns against agent steps, smoothed by a trailing mean over ``window`` games."""
+    arr = np.loadtxt(data / f"{name}.csv", delimiter=",", skiprows=1, ndmin=2)
+    steps, returns = arr[:, 0], arr[:, 1]
+    kernel = np.ones(window)
+    counts = np.convolve(np.ones_like(returns), kernel)[: len(returns)]
+    smooth = np.convolve(returns, kernel)[: len(returns)] / counts
+    return steps, smooth
+
+
+def report(data: Path, png: Path | None, window: int = 20) -> str:
+    """Draw the learning curves (if ``png``) and return the markdown table of final scores."""
+    runs = _read_runs(data)
+    games = sorted({r["game"] for r in runs})
+    if png is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(games), figsize=(4.2 * len(games), 3.6), squeeze=False)
+        for ax, game in zip(axes[0], games, strict=True):
+            for r in sorted((r for r in runs if r["game"] == game), key=lambda r: r["run_name"]):
+                steps, smooth = _curve(data, r["run_name"], window)
+                label = f"{r['extractor']} seed {r['seed']}"
+                if r["weight_norm"] != "batch":
+                    label += f" ({r['weight_norm']} weights)"
+                ax.plot(steps / 1000, smooth, label=label, lw=1.4)
+            der, ref = der_100k_score(game), reference_scores(game)
+            if der is not None:
+                ax.axhline(der, color="k", ls="--", lw=1, label="DER, published (100k)")
+            if ref is not None:
+                ax.axhline(ref[0], color="grey", ls=":", lw=1, label="random")
+            ax.set_title(game, fontsize=12)
+            ax.set_xlabel("agent steps (thousands)")
+            ax.set_ylabel(f"training return (mean of last {window} games)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8, loc="upper left")
+        fig.tight_layout()
+        png.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(png, dpi=110)
+    lines = [
+        "| game | extractor | seed | weights | final eval (mean +- std, games) | HNS "
+        "| DER published | eval / DER | random |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(runs, key=lambda r: (r["game"], r["extractor"], r["seed"])):
+        game, mean = r["game"], float(r["eval_return_mean"] or "nan")
+        der, ref = der_100k_score(game), reference_scores(game)
+        hns = human_normalized_score(game, mean) if ref is not None else float("nan")
+        der_txt, ratio = ("-", "-") if der is None else (f"{der:,.1f}", f"{mean / der:.2f}")
+        std = float(r["eval_return_std"] or "nan")
+        lines.append(
+            f"| {game} | {r['extractor']} | {r['seed']} | {r['weight_norm']} "
+            f"| {mean:,.1f} +- {std:,.1f} ({r['eval_episodes']}) | {hns:.3f} | {der_txt} "
+            f"| {ratio} | {ref[0] if ref else float('nan'):,.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Command-line entry: ``export`` or ``report``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    ex = sub.add_parser("export", help="copy runs' curves and final scores out of MLflow")
+    ex.add_argument("--tracking-uri", required=True)
+    ex.add_argument("--out", type=Path, default=Path("docs/results/data"))
+    ex.add_argument("names", nargs="+", help="MLflow run names")
+    rep = sub.add_parser("report", help="learning-curve PNG and markdown table")
+    rep.add_argument("--data", type=Path, default=Path("docs/results/data"))
+    rep.add_argument("--png", type=Path, default=None)
+    rep.add_argument("--window", type=int, default=20)
+    args = parser.parse_args()
+    if args.command == "export":
+        export(args.tracking_uri, args.names, args.out)
+    else:
+        print(report(args.data, args.png, args.window))
+
+
+if __name__ == "__main__":
+    main()
