@@ -98,11 +98,46 @@ def _read_runs(data: Path) -> list[dict[str, str]]:
 def _curve(data: Path, name: str, window: int) -> tuple[np.ndarray, np.ndarray]:
     """Episode returns against agent steps, smoothed by a trailing mean over ``window`` games."""
     arr = np.loadtxt(data / f"{name}.csv", delimiter=",", skiprows=1, ndmin=2)
-    steps, returns = arr[:, 0], arr[:, 1]
+    return arr[:, 0], _smooth(arr[:, 1], window)
+
+
+def plot_weights(data: Path, png: Path) -> None:
+    """Mean importance weight and smallest stored priority against agent steps, every run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = sorted(_read_runs(data), key=lambda r: r["run_name"])
+    fig, (ax_w, ax_p) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for r in runs:
+        arr = np.genfromtxt(data / f"{r['run_name']}_train.csv", delimiter=",", names=True)
+        label = f"{r['game']} seed {r['seed']} ({r['extractor']}, {r['weight_norm']} weights)"
+        steps = arr["step"] / 1000
+        ax_w.plot(steps, _smooth(arr["trainis_weight_mean"], 10), label=label, lw=1.2)
+        ax_p.plot(steps, arr["trainpriority_min"], label=label, lw=1.2)
+    ax_w.set_title("mean importance weight per batch (trailing mean of 10 logs)")
+    ax_w.set_ylabel("mean IS weight")
+    ax_w.set_ylim(0, 1.05)
+    ax_p.set_title("smallest stored priority p^alpha in the buffer")
+    ax_p.set_ylabel("priority")
+    ax_p.set_yscale("log")
+    for ax in (ax_w, ax_p):
+        ax.set_xlabel("agent steps (thousands)")
+        ax.grid(alpha=0.3)
+    ax_w.legend(fontsize=7)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over ``window`` values (NaNs, from steps a key was not logged, skipped)."""
+    ok = ~np.isnan(values)
+    v = np.where(ok, values, 0.0)
     kernel = np.ones(window)
-    counts = np.convolve(np.ones_like(returns), kernel)[: len(returns)]
-    smooth = np.convolve(returns, kernel)[: len(returns)] / counts
-    return steps, smooth
+    counts = np.convolve(ok.astype(float), kernel)[: len(v)]
+    return np.convolve(v, kernel)[: len(v)] / np.maximum(counts, 1)
 
 
 def report(data: Path, png: Path | None, window: int = 20) -> str:
@@ -166,12 +201,15 @@ def main() -> None:
     rep = sub.add_parser("report", help="learning-curve PNG and markdown table")
     rep.add_argument("--data", type=Path, default=Path("docs/results/data"))
     rep.add_argument("--png", type=Path, default=None)
+    rep.add_argument("--weights-png", type=Path, default=None)
     rep.add_argument("--window", type=int, default=20)
     args = parser.parse_args()
     if args.command == "export":
         export(args.tracking_uri, args.names, args.out)
     else:
         print(report(args.data, args.png, args.window))
+        if args.weights_png is not None:
+            plot_weights(args.data, args.weights_png)
 
 
 if __name__ == "__main__":
