@@ -133,11 +133,12 @@ def train(
 
     import lightning as L
     import mlflow
-    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import TQDMProgressBar
     from lightning.pytorch.loggers import MLFlowLogger
 
     from ife_platform.agents import eval_env_kwargs
     from ife_platform.callbacks.artifacts import CheckpointArtifact
+    from ife_platform.callbacks.checkpoint import EpochEndCheckpoint
     from ife_platform.callbacks.evaluation import DDPWeightCheck, FinalEvaluation
     from ife_platform.config import ACTOR_CRITIC_AGENTS
 
@@ -177,16 +178,7 @@ def train(
         experiment_name=cfg.tracking.experiment, tracking_uri=uri, run_id=run_id, log_model=False
     )
     callbacks = [
-        ModelCheckpoint(
-            dirpath=out_dir / "checkpoints",
-            save_last=True,
-            save_top_k=0,
-            every_n_epochs=1,
-            save_on_train_epoch_end=True,
-            # Always overwrite last.ckpt: with the counter, Lightning's own end-of-training save
-            # after CheckpointArtifact's wrote last-v1.ckpt and resume picked the stale file.
-            enable_version_counter=False,
-        ),
+        EpochEndCheckpoint(str(out_dir / "checkpoints")),
         CheckpointArtifact(),
         DDPWeightCheck(),
         FinalEvaluation(
