@@ -109,7 +109,7 @@ class ReplayConfig:
     capacity: int = 100_000
     alpha: float = 0.5
     beta_start: float = 0.4
-    beta_end: float = 1.0  # annealed linearly over train.total_steps
+    beta_end: float = 1.0  # linear from agent.learning_starts to train.total_steps
     priority_eps: float = 1e-6
     # importance weights normalised by the sampled batch's largest weight (DER references) or
     # by the smallest priority in the whole buffer (TorchRL's default); docs/design.md
