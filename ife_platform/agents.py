@@ -15,11 +15,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ife_platform.a3c.model import RecurrentActorCritic
-from ife_platform.a3c.s3ta import S3TAAgent
 from ife_platform.checkpoint import CheckpointError, find_run_checkpoint, load_checkpoint
-from ife_platform.config import ACTOR_CRITIC_AGENTS, compose
-from ife_platform.rainbow.agent import QNetwork
+from ife_platform.config import agent_spec, compose, family_view
+from ife_platform.policies import QPolicy, RecurrentPolicy
 
 
 @dataclass
@@ -35,7 +33,7 @@ class LoadedAgent:
     """
 
     cfg: DictConfig
-    network: QNetwork | RecurrentActorCritic | S3TAAgent
+    network: QPolicy | RecurrentPolicy
     state: dict[str, Any]
     checkpoint: Path
     run_id: str | None
@@ -48,7 +46,7 @@ class LoadedAgent:
         (``a3c_lstm-ife``; ``s3ta``).
         """
         agent, extractor = self.cfg.agent.name, self.cfg.model.extractor
-        if agent not in ACTOR_CRITIC_AGENTS:
+        if agent_spec(agent).family == "rainbow":
             return extractor
         return agent if extractor == agent else f"{agent}-{extractor}"
 
@@ -62,20 +60,6 @@ class LoadedAgent:
     def env_steps(self) -> int:
         """Agent steps the checkpoint was trained for."""
         return int(self.state["counters"]["env_steps"])
-
-
-def eval_env_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """:class:`~ife_platform.envs.AtariEvalEnv` protocol settings of a config."""
-    e = cfg.env
-    return {
-        "sticky_actions": e.sticky_actions,
-        "full_action_space": e.full_action_space,
-        "noop_max": e.noop_max,
-        "frame_skip": e.frame_skip,
-        "frame_stack": e.frame_stack,
-        "max_episode_frames": e.max_episode_frames,
-        "fire_reset": e.fire_reset,
-    }
 
 
 def resolve_checkpoint(ref: str, uri: str, output_dir: str | Path) -> Path:
@@ -108,25 +92,23 @@ def load_agent(ref: str, overrides: Sequence[str] = (), *, uri: str | None = Non
     """
     import torch
 
-    from ife_platform.tasks.rainbow import build_network
     from ife_platform.tracking import resolve_tracking_uri
 
-    base = compose(list(overrides))  # validates the overrides before anything is loaded
+    # Where to look: the store and output folder may be overridden. Every override is
+    # validated below, against the checkpoint's agent.
+    base = compose([o for o in overrides if o.startswith("tracking.")])
     uri = uri or resolve_tracking_uri(base.tracking.uri)
     path = resolve_checkpoint(ref, uri, base.tracking.output_dir)
     ckpt = load_checkpoint(path)
     state = ckpt["ife"]
-    saved = OmegaConf.create(state["config"])
+    spec = agent_spec(state["config"]["agent"]["name"])
+    # Checkpoints written before the per-family config hold every key of every family.
+    saved = OmegaConf.create(family_view(state["config"], spec.family))
     with tempfile.TemporaryDirectory() as tmp:
         saved_file = Path(tmp) / "checkpoint_config.yaml"
         OmegaConf.save(saved, saved_file)
-        cfg = compose([f"agent={saved.agent.name}", str(saved_file), *overrides])
-    if cfg.agent.name in ACTOR_CRITIC_AGENTS:
-        from ife_platform.tasks.a3c import build_model
-
-        network, prefix = build_model(cfg, state["num_actions"]), "model."
-    else:
-        network, prefix = build_network(cfg, state["num_actions"]), "online."
+        cfg = compose([f"agent={spec.name}", str(saved_file), *overrides])
+    network, prefix = spec.build_network(cfg, state["num_actions"]), spec.weights_prefix
     online = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     try:
         network.load_state_dict(online)

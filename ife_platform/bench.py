@@ -354,8 +354,8 @@ def platform_learner_rate(cfg, *, warmup: int = 3, profile: str | None = None) -
     import lightning as L
     from lightning.pytorch.callbacks import Callback
 
-    from ife_platform.cli import _trainer_kwargs
-    from ife_platform.tasks.rainbow import RainbowTask, total_epochs
+    from ife_platform.experiment import total_epochs, trainer_kwargs
+    from ife_platform.tasks.rainbow import RainbowTask
 
     _quiet_lightning()
     marks: list[tuple[float, int]] = []
@@ -375,7 +375,7 @@ def platform_learner_rate(cfg, *, warmup: int = 3, profile: str | None = None) -
             num_sanity_val_steps=0,
             use_distributed_sampler=False,
             default_root_dir=tmp,
-            **_trainer_kwargs(cfg),
+            **trainer_kwargs(cfg),
         )
         task = RainbowTask(cfg)
         if profile:
@@ -876,21 +876,17 @@ def bench_explain_agents(
     """
     import torch
 
-    from ife_platform.agents import eval_env_kwargs
-    from ife_platform.config import ACTOR_CRITIC_AGENTS, compose
-    from ife_platform.envs import AtariEvalEnv
+    from ife_platform.config import agent_spec, compose
+    from ife_platform.envs import AtariEvalEnv, eval_env_kwargs
     from ife_platform.interpret import explain as E
     from ife_platform.interpret.objects import object_source
-    from ife_platform.tasks.a3c import build_model
-    from ife_platform.tasks.rainbow import build_network
 
     out: dict[str, Any] = {"game": game, "steps": steps, "agents": {}}
     for label in agents:
         cfg = compose([*EXPLAIN_AGENTS[label], f"env.game={game}", "explain.video=false"])
         env = AtariEvalEnv(game, seed=seed, **eval_env_kwargs(cfg))
         torch.manual_seed(seed)
-        build = build_model if cfg.agent.name in ACTOR_CRITIC_AGENTS else build_network
-        network = build(cfg, env.num_actions).eval()
+        network = agent_spec(cfg.agent.name).build_network(cfg, env.num_actions).eval()
         t0 = time.perf_counter()
         rec = E.record(
             network,

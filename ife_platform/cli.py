@@ -8,11 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ife_platform.config import ConfigError, compose, to_container, to_yaml
+from ife_platform.config import ConfigError, compose
 
 EXIT_BAD_INPUT = 2
 
@@ -33,243 +32,33 @@ tracking.uri=URI, resume=RUN_ID_or_CHECKPOINT, trainer.devices=2 trainer.strateg
 """
 
 
-def _rank() -> int:
-    """Global rank of this process as set by Lightning's launcher (0 outside DDP)."""
-    for var in ("RANK", "GLOBAL_RANK"):
-        if var in os.environ:
-            return int(os.environ[var])
-    node = int(os.environ.get("NODE_RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return local if node == 0 else -1
-
-
-def _resolve_resume(cfg: Any, uri: str) -> tuple[str | None, str | None]:
-    """(checkpoint path, run id) for ``resume=``: a checkpoint file or an MLflow run id."""
-    from ife_platform.checkpoint import find_run_checkpoint, load_checkpoint
-
-    if not cfg.resume:
-        return None, None
-    path = Path(cfg.resume)
-    if path.suffix == ".ckpt" or path.exists():
-        ckpt_path = path
-    else:
-        ckpt_path = find_run_checkpoint(cfg.resume, uri, cfg.tracking.output_dir)
-    ckpt = load_checkpoint(ckpt_path)
-    saved = ckpt["ife"]["config"]
-    for group, key in (("env", "game"), ("model", "extractor"), ("agent", "name")):
-        was, now = saved[group][key], cfg[group][key]
-        if was != now:
-            raise ConfigError(
-                f"resume: the checkpoint was trained with {group}.{key}={was}, "
-                f"but this config says {now}"
-            )
-    return str(ckpt_path), ckpt["ife"].get("run_id")
-
-
-def _trainer_kwargs(cfg: Any) -> dict[str, Any]:
-    import torch
-
-    t = cfg.trainer
-    accelerator = t.accelerator
-    if accelerator == "auto":
-        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    precision = t.precision
-    if accelerator == "cpu" and "mixed" in precision:
-        precision = "32-true"  # mixed precision is a GPU feature here; CPU runs stay fp32
-    strategy = t.strategy
-    if strategy == "ddp" and accelerator == "cpu":
-        from lightning.pytorch.strategies import DDPStrategy
-
-        strategy = DDPStrategy(process_group_backend="gloo")
-    return {
-        "accelerator": accelerator,
-        "devices": t.devices,
-        "num_nodes": t.num_nodes,
-        "strategy": strategy,
-        "precision": precision,
-    }
-
-
 def cmd_train(args: list[str]) -> int:
     """``ife train``: compose the config, check the store, train, evaluate, log."""
-    train(compose(args))
+    from ife_platform import experiment
+
+    result = experiment.train(compose(args))
+    if result.trainer.global_rank == 0:
+        print(result.summary())
     return 0
-
-
-def train(
-    cfg: Any,
-    extra_callbacks: Sequence[Any] = (),
-    *,
-    parent_run_id: str | None = None,
-    run_tags: dict[str, str] | None = None,
-    setup: Callable[[Any], None] | None = None,
-) -> tuple[Any, Any, str]:
-    """Train the agent a validated config describes; returns (task, trainer, MLflow run id).
-
-    Everything that can be checked cheaply (config, tracking store, resume checkpoint) is
-    checked before any env or network is built.
-
-    Args:
-        cfg: the validated config.
-        extra_callbacks: more (observe-only) Lightning callbacks.
-        parent_run_id: create the run nested under this MLflow run (continual sequences).
-        run_tags: tags of a new run.
-        setup: called with the task after it is built and before fitting (continual
-            sequences load the previous task's weights and apply the transfer mode here).
-    """
-    from ife_platform.tracking import (
-        check_tracking_reachable,
-        ensure_experiment,
-        log_config,
-        log_environment,
-        resolve_tracking_uri,
-    )
-
-    uri = resolve_tracking_uri(cfg.tracking.uri)
-    rank = _rank()
-    if rank <= 0:
-        check_tracking_reachable(uri)
-    ckpt_path, resumed_run = _resolve_resume(cfg, uri)
-
-    import lightning as L
-    import mlflow
-    from lightning.pytorch.callbacks import TQDMProgressBar
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    from ife_platform.agents import eval_env_kwargs
-    from ife_platform.callbacks.artifacts import CheckpointArtifact
-    from ife_platform.callbacks.checkpoint import EpochEndCheckpoint
-    from ife_platform.callbacks.evaluation import DDPWeightCheck, FinalEvaluation
-    from ife_platform.config import ACTOR_CRITIC_AGENTS
-
-    if cfg.agent.name in ACTOR_CRITIC_AGENTS:
-        from ife_platform.tasks.a3c import ActorCriticTask as Task
-        from ife_platform.tasks.a3c import total_epochs
-    else:
-        from ife_platform.tasks.rainbow import RainbowTask as Task
-        from ife_platform.tasks.rainbow import total_epochs
-
-    # Rank 0 owns the MLflow run; the ranks Lightning launches find its id in the environment.
-    run_id = os.environ.get("IFE_RUN_ID") if rank != 0 else None
-    if run_id is None:
-        client = mlflow.MlflowClient(uri)
-        if resumed_run:
-            run_id = resumed_run
-            client.update_run(run_id, status="RUNNING")
-        else:
-            exp_id = ensure_experiment(client, cfg.tracking.experiment)
-            tags = dict(run_tags or {})
-            if parent_run_id:
-                tags["mlflow.parentRunId"] = parent_run_id
-            run_id = client.create_run(
-                exp_id, run_name=cfg.tracking.run_name, tags=tags
-            ).info.run_id
-        os.environ["IFE_RUN_ID"] = run_id
-        out_dir = Path(cfg.tracking.output_dir).resolve() / run_id
-        if resumed_run:  # params are immutable in MLflow: keep the resumed config as a file
-            client.log_text(run_id, to_yaml(cfg), f"config_resume_{Path(ckpt_path).stem}.yaml")
-        else:
-            log_config(to_yaml(cfg), to_container(cfg), run_id=run_id, client=client)
-        log_environment(run_id=run_id, client=client)
-        client.set_tag(run_id, "ife.checkpoint_dir", str(out_dir / "checkpoints"))
-    out_dir = Path(cfg.tracking.output_dir).resolve() / run_id
-
-    logger = MLFlowLogger(
-        experiment_name=cfg.tracking.experiment, tracking_uri=uri, run_id=run_id, log_model=False
-    )
-    callbacks = [
-        EpochEndCheckpoint(str(out_dir / "checkpoints")),
-        CheckpointArtifact(),
-        DDPWeightCheck(),
-        FinalEvaluation(
-            episodes=cfg.tracking.eval_episodes,
-            epsilon=cfg.agent.eval_epsilon,
-            max_steps=cfg.tracking.eval_max_steps,
-            video=cfg.tracking.video,
-            video_max_steps=cfg.tracking.video_max_steps,
-            out_dir=out_dir,
-            env_kwargs=eval_env_kwargs(cfg),
-            seed=cfg.seed + 12345,
-        ),
-        *extra_callbacks,
-    ]
-    if cfg.trainer.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 100))
-    trainer = L.Trainer(
-        max_epochs=total_epochs(cfg),
-        logger=logger,
-        callbacks=callbacks,
-        log_every_n_steps=1,
-        enable_progress_bar=cfg.trainer.progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-        default_root_dir=str(out_dir),
-        **_trainer_kwargs(cfg),
-    )
-    task = Task(cfg)
-    task.run_id = run_id
-    if setup is not None:
-        setup(task)
-    try:
-        trainer.fit(task, ckpt_path=ckpt_path, weights_only=True)
-    except BaseException:
-        if trainer.global_rank == 0:
-            mlflow.MlflowClient(uri).set_terminated(run_id, status="FAILED")
-        raise
-    if trainer.global_rank == 0:
-        result = next((c.result for c in callbacks if isinstance(c, FinalEvaluation)), None)
-        if result is not None:
-            hns = f", HNS {result.hns:.3f}" if result.hns is not None else ""
-            print(
-                f"evaluation: {len(result.returns)} games, mean raw score "
-                f"{result.mean_return:.1f}{hns}"
-            )
-        print(f"MLflow run {run_id} in {uri}\ncheckpoints: {out_dir / 'checkpoints'}")
-        mlflow.MlflowClient(uri).set_terminated(run_id, status="FINISHED")
-    return task, trainer, run_id
 
 
 def cmd_evaluate(args: list[str]) -> int:
     """``ife evaluate CHECKPOINT [key=value ...]``: raw scores, HNS and a mask video."""
     if not args or "=" in args[0]:
         raise ConfigError("usage: ife evaluate CHECKPOINT_or_RUN_ID [key=value ...]")
-    import mlflow
+    from ife_platform import experiment
 
-    from ife_platform.agents import eval_env_kwargs, load_agent, log_run
-    from ife_platform.evaluation import evaluate
-    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
-
-    agent = load_agent(args[0], args[1:])
-    cfg = agent.cfg
-    uri = resolve_tracking_uri(cfg.tracking.uri)
-    check_tracking_reachable(uri)
-    out_dir = Path(cfg.tracking.output_dir).resolve() / (agent.run_id or "evaluate")
-    result = evaluate(
-        agent.network,
-        cfg.env.game,
-        episodes=cfg.tracking.eval_episodes,
-        epsilon=cfg.agent.eval_epsilon,
-        seed=cfg.seed + 54321,
-        max_steps=cfg.tracking.eval_max_steps,
-        video_path=out_dir / "videos" / "evaluate_mask.mp4" if cfg.tracking.video else None,
-        video_max_steps=cfg.tracking.video_max_steps,
-        env_kwargs=eval_env_kwargs(cfg),
-    )
-    run_id = log_run(uri, agent, cfg, "evaluate")
-    client = mlflow.MlflowClient(uri)
-    for key, value in result.metrics("evaluate/").items():
-        client.log_metric(run_id, key, value, step=agent.env_steps)
-    if result.video_path is not None:
-        client.log_artifact(run_id, str(result.video_path), "videos")
-    print(f"{cfg.env.game}: {len(result.returns)} games")
+    agent = experiment.load_agent(args[0], args[1:])
+    run = experiment.evaluate(agent)
+    result = run.result
+    print(f"{agent.cfg.env.game}: {len(result.returns)} games")
     for i, (ret, length) in enumerate(zip(result.returns, result.lengths, strict=True)):
         print(f"  game {i}: raw score {ret:.1f} in {length} steps")
     hns = f"  HNS {result.hns:.3f}" if result.hns is not None else "  (no HNS reference)"
     print(f"  mean {result.mean_return:.1f}{hns}")
     if result.video_path is not None:
         print(f"  mask video: {result.video_path}")
-    print(f"logged to MLflow run {run_id} in {uri}")
+    print(f"logged to MLflow run {run.run_id} in {run.tracking_uri}")
     return 0
 
 
@@ -413,7 +202,7 @@ def cmd_continual(args: list[str]) -> int:
         words[0] = f"sequence={words[0]}"
     # Sequences use the full 18-action set by default: one head serves every game.
     cfg = compose(["env.full_action_space=true", *words])
-    from ife_platform.tasks.continual import SequenceRunner
+    from ife_platform.sequences import SequenceRunner
 
     runner = SequenceRunner(cfg)  # validates the sequence (mode, heads, devices) up front
     runner.run(resume=cfg.resume)
@@ -434,7 +223,7 @@ def cmd_continual_report(args: list[str]) -> int:
     import mlflow
 
     from ife_platform.continual import metrics as CM
-    from ife_platform.tasks.continual import (
+    from ife_platform.sequences import (
         build_report,
         format_report,
         load_progress,
@@ -544,9 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else EXIT_BAD_INPUT
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        from ife_platform.config import _choices_msg
+        from ife_platform.config import choices_msg
 
-        print(f"error: {_choices_msg('command', command, list(COMMANDS))}", file=sys.stderr)
+        print(f"error: {choices_msg('command', command, list(COMMANDS))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from ife_platform.checkpoint import CheckpointError
     from ife_platform.tracking import TrackingConfigError, TrackingUnreachableError

@@ -60,7 +60,7 @@ class EnvConfig:
 
 @dataclass
 class ModelConfig:
-    """Q-network: extractor + head."""
+    """The network: extractor (every agent) + Q head (Rainbow family: ``hidden`` .. ``v_max``)."""
 
     extractor: str = "ife"  # ife | cnn_attention | impala | der_cnn | nature_cnn | a3c_cnn | s3ta
     width: int = 2  # channel multiplier for ife / impala
@@ -70,30 +70,36 @@ class ModelConfig:
     dueling: bool = True
     noisy: bool = True  # factorised noisy linear layers in the head (DER)
     noisy_sigma0: float = 0.1
-    distributional: bool = True  # C51 head (DER); off in Fast Rainbow
-    num_atoms: int = 51
+    num_atoms: int = 51  # atoms of the C51 head (agent.loss=c51); agent.loss=huber: scalar Q
     v_min: float = -10.0
     v_max: float = 10.0
 
 
 @dataclass
 class AgentConfig:
-    """Rainbow learner and actor settings."""
+    """Learner and actor settings.
 
-    name: str = "rainbow_der"  # the agent preset: rainbow_der | rainbow_fast
+    ``ife_platform.registry.FAMILY_KEYS`` says which family reads which key; setting a key
+    of another family is refused.
+    """
+
+    name: str = "rainbow_der"  # set by agent=NAME: rainbow_der | rainbow_fast | a3c_lstm | s3ta
     gamma: float = 0.99
+    eval_epsilon: float = 0.001
+    # the loss, which also chooses the Rainbow head: c51 (C51 head, DER) | huber (scalar Q
+    # head, Fast Rainbow); a2c for the actor-critic agents
+    loss: str = "c51"
+    # Rainbow family
+    batch_size: int = 32  # transitions per update
     n_step: int = 20
     double_q: bool = True
-    batch_size: int = 32
     learning_starts: int = 1600  # agent steps (all envs of a rank) before the first update
     updates_per_step: float = 1.0  # updates per agent step per rank (replay ratio)
     target_update_period: int = 2000  # updates between hard target copies
     epsilon_start: float = 0.0  # epsilon-greedy (0 with noisy nets)
     epsilon_end: float = 0.0
     epsilon_decay_steps: int = 1  # agent steps for the linear decay
-    eval_epsilon: float = 0.001
-    loss: str = "c51"  # c51 | huber (Rainbow); a2c (actor-critic agents)
-    # Actor-critic agents (a3c_lstm, s3ta): asynchronous actor processes, n-step rollouts.
+    # Actor-critic family (a3c_lstm, s3ta): asynchronous actor processes, n-step rollouts.
     actors: int = 2  # actor processes, each with its own envs and a copy of the policy
     rollout: int = 20  # agent steps per env per rollout (the A3C profile's 20)
     gae_lambda: float = 1.0
@@ -248,7 +254,8 @@ def _closest(word: str, choices: Sequence[str]) -> str:
     return f" Did you mean '{match[0]}'?" if match else ""
 
 
-def _choices_msg(kind: str, bad: str, choices: Sequence[str]) -> str:
+def choices_msg(kind: str, bad: str, choices: Sequence[str]) -> str:
+    """``unknown KIND 'BAD'. Did you mean 'X'? Valid: ...`` for every unknown-name error."""
     return f"unknown {kind} '{bad}'.{_closest(bad, choices)} Valid: {', '.join(sorted(choices))}."
 
 
@@ -265,7 +272,7 @@ def _load_yaml(path: Path) -> DictConfig:
 def _preset_path(group: str, name: str) -> Path:
     choices = available_presets(group)
     if name not in choices:
-        raise ConfigError(f"{group}: " + _choices_msg(f"{group} preset", name, choices))
+        raise ConfigError(f"{group}: " + choices_msg(f"{group} preset", name, choices))
     return configs_root() / group / f"{name}.yaml"
 
 
@@ -279,8 +286,17 @@ def _all_keys(schema: DictConfig, prefix: str = "") -> list[str]:
     return keys
 
 
+#: Keys that existed once, with what replaced them (old YAML files get this, not "unknown").
+REMOVED_KEYS = {
+    "model.distributional": "agent.loss chooses the head: c51 (C51 head) or huber (scalar Q)",
+}
+
+
 def _merge(base: DictConfig, layer: DictConfig | dict, source: str) -> DictConfig:
     """Merge one layer into the structured config, with errors that name the key and source."""
+    for key in _leaf_keys(layer):
+        if key in REMOVED_KEYS:
+            raise ConfigError(f"'{key}' (from {source}) was removed: {REMOVED_KEYS[key]}")
     try:
         return OmegaConf.merge(base, layer)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
@@ -299,6 +315,75 @@ def _merge(base: DictConfig, layer: DictConfig | dict, source: str) -> DictConfi
         raise ConfigError(
             f"bad value for '{key}' (from {source}): {str(err.msg).splitlines()[0]}"
         ) from err
+
+
+def _leaf_keys(layer: DictConfig | dict, prefix: str = "") -> list[str]:
+    """Dotted keys of the leaves a layer sets (``{"agent": {"n_step": 3}}`` -> agent.n_step)."""
+    keys = []
+    for k, v in layer.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, DictConfig | dict) and len(v) > 0:
+            keys.extend(_leaf_keys(v, path + "."))
+        else:
+            keys.append(path)
+    return keys
+
+
+def _family_layer(layer: DictConfig, family: str, source: str) -> DictConfig:
+    """A layer with its ``family:`` sections resolved for the run's agent family.
+
+    Presets that serve every agent put family-specific keys under ``family: {rainbow: {...}}``
+    (for example a sequence preset's replay size); only the run's family's section applies.
+    """
+    from ife_platform.registry import FAMILY_KEYS
+
+    if "family" not in layer:
+        return layer
+    layer = layer.copy()
+    sections = layer.pop("family")
+    for name in sections:
+        if name not in FAMILY_KEYS:
+            raise ConfigError(
+                f"{source}: family.{name}: " + choices_msg("agent family", name, FAMILY_KEYS)
+            )
+    own = sections.get(family)
+    return OmegaConf.merge(layer, own) if own else layer  # type: ignore[return-value]
+
+
+def check_family_keys(keys: Sequence[str], agent: str, source: str) -> None:
+    """Refuse keys that only another agent family reads.
+
+    Raises:
+        ConfigError: naming the key, the family that reads it and its agents.
+    """
+    from ife_platform.registry import agents_of, get_agent, key_family
+
+    family = get_agent(agent).family
+    for key in keys:
+        owner = key_family(key)
+        if owner is not None and owner != family:
+            raise ConfigError(
+                f"'{key}' (from {source}) is a key of the {owner} family "
+                f"({', '.join(agents_of(owner))}); agent={agent} is {family} and does not "
+                "read it"
+            )
+
+
+def family_view(tree: dict, family: str) -> dict:
+    """A plain config tree without the keys of other families (for logging and old configs)."""
+    from ife_platform.registry import key_family
+
+    def keep(node: dict, prefix: str) -> dict:
+        out = {}
+        for k, v in node.items():
+            path = f"{prefix}{k}"
+            owner = key_family(path)
+            if owner is not None and owner != family or path in REMOVED_KEYS:
+                continue
+            out[k] = keep(v, path + ".") if isinstance(v, dict) else v
+        return out
+
+    return keep(tree, "")
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -371,22 +456,32 @@ def compose(args: Sequence[str] = ()) -> DictConfig:
         for group, name in chosen.items():
             if group not in GROUPS:
                 raise ConfigError(
-                    f"{source}: presets.{group}: " + _choices_msg("preset group", group, GROUPS)
+                    f"{source}: presets.{group}: " + choices_msg("preset group", group, GROUPS)
                 )
             group_presets.setdefault(group, str(name))
         expanded.append((source, layer))
 
     cfg = OmegaConf.structured(Config)
     cfg = _merge(cfg, _load_yaml(configs_root() / "defaults.yaml"), "configs/defaults.yaml")
-    agent_name = group_presets.pop("agent", cfg.agent.name)
-    cfg = _merge(cfg, _load_yaml(_preset_path("agent", agent_name)), f"agent preset {agent_name}")
     if any(key == "agent.name" for key, _ in overrides):
         raise ConfigError("select the agent with agent=NAME, not agent.name=NAME")
-    for group, name in group_presets.items():
-        cfg = _merge(cfg, _load_yaml(_preset_path(group, name)), f"{group} preset {name}")
-    for source, layer in expanded:
+    agent_name = group_presets.pop("agent", cfg.agent.name)
+    spec = agent_spec(agent_name)
+    preset = spec.preset_path() or _preset_path("agent", agent_name)
+    cfg = _merge(cfg, _load_yaml(preset), f"agent preset {agent_name}")
+    cfg.agent.name = agent_name
+    layers = [(f"{g} preset {n}", _load_yaml(_preset_path(g, n))) for g, n in group_presets.items()]
+    for source, layer in [*layers, *expanded]:
+        layer = _family_layer(layer, spec.family, source)
+        if layer.get("agent", {}).get("name", agent_name) != agent_name:
+            raise ConfigError(
+                f"{source} sets agent.name={layer.agent.name} but the agent is {agent_name}: "
+                "select the agent with agent=NAME (or presets: {agent: NAME} in a file)"
+            )
+        check_family_keys(_leaf_keys(layer), agent_name, source)
         cfg = _merge(cfg, layer, source)
     for key, value in overrides:
+        check_family_keys([key], agent_name, f"override {key}=")
         cfg = _merge(cfg, _dotted_to_nested(key, value), f"override {key}=")
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
@@ -396,6 +491,20 @@ def compose(args: Sequence[str] = ()) -> DictConfig:
 # --------------------------------------------------------------------------------------------
 # Semantic validation (values the type system cannot check)
 # --------------------------------------------------------------------------------------------
+
+
+def agent_spec(name: str) -> Any:
+    """The registry entry of agent ``name`` (:class:`~ife_platform.registry.AgentSpec`).
+
+    Raises:
+        ConfigError: no such agent, with the registered names.
+    """
+    from ife_platform.registry import UnknownAgentError, agent_names, get_agent
+
+    try:
+        return get_agent(name)
+    except UnknownAgentError:
+        raise ConfigError("agent: " + choices_msg("agent", name, agent_names())) from None
 
 
 def known_games() -> list[str]:
@@ -408,35 +517,27 @@ def known_games() -> list[str]:
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for values that would fail later (or silently misbehave)."""
     from ife_platform.extractors import EXTRACTORS
-    from ife_platform.rainbow.replay import WEIGHT_NORMS
 
     games = known_games()
     if cfg.env.game not in games:
-        raise ConfigError("env.game: " + _choices_msg("game", cfg.env.game, games))
-    agents = available_presets("agent")
-    if cfg.agent.name not in agents:
-        raise ConfigError("agent: " + _choices_msg("agent", cfg.agent.name, agents))
-    if cfg.agent.name in ACTOR_CRITIC_AGENTS:
-        _validate_actor_critic(cfg, list(EXTRACTORS))
-    elif cfg.model.extractor not in EXTRACTORS:
+        raise ConfigError("env.game: " + choices_msg("game", cfg.env.game, games))
+    spec = agent_spec(cfg.agent.name)
+    extractors = list(spec.extractors or EXTRACTORS)
+    if cfg.model.extractor not in extractors:
         raise ConfigError(
-            "model.extractor: " + _choices_msg("extractor", cfg.model.extractor, list(EXTRACTORS))
+            f"model.extractor (agent={spec.name}): "
+            + choices_msg("extractor", cfg.model.extractor, extractors)
         )
-    elif cfg.agent.loss not in ("c51", "huber"):
-        raise ConfigError(_choices_msg("agent.loss", cfg.agent.loss, ["c51", "huber"]))
-    if cfg.replay.weight_norm not in WEIGHT_NORMS:
+    if cfg.agent.loss not in spec.losses:
         raise ConfigError(
-            "replay.weight_norm: "
-            + _choices_msg("weight normalisation", cfg.replay.weight_norm, WEIGHT_NORMS)
+            f"agent.loss (agent={spec.name}): " + choices_msg("loss", cfg.agent.loss, spec.losses)
         )
-    if cfg.agent.name not in ACTOR_CRITIC_AGENTS and (
-        (cfg.agent.loss == "c51") != cfg.model.distributional
-    ):
+    if spec.frame_stack is not None and cfg.env.frame_stack != spec.frame_stack:
         raise ConfigError(
-            "agent.loss=c51 needs model.distributional=true and agent.loss=huber needs "
-            f"model.distributional=false (got loss={cfg.agent.loss}, "
-            f"distributional={cfg.model.distributional})"
+            f"agent={spec.name} needs env.frame_stack={spec.frame_stack}, got "
+            f"{cfg.env.frame_stack} (an actor-critic's memory is its LSTM)"
         )
+    _FAMILY_CHECKS[spec.family](cfg)
     if cfg.model.extractor == "ife" and 84 % cfg.model.hue_window != 0:
         divisors = [d for d in range(1, 85) if 84 % d == 0]
         raise ConfigError(
@@ -446,60 +547,55 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.trainer.strategy not in ("auto", "ddp", "ddp_spawn"):
         raise ConfigError(
-            _choices_msg("trainer.strategy", cfg.trainer.strategy, ["auto", "ddp", "ddp_spawn"])
+            choices_msg("trainer.strategy", cfg.trainer.strategy, ["auto", "ddp", "ddp_spawn"])
         )
     positive = {
         "env.num_envs": cfg.env.num_envs,
         "train.total_steps": cfg.train.total_steps,
-        "agent.batch_size": cfg.agent.batch_size,
-        "agent.n_step": cfg.agent.n_step,
-        "replay.capacity": cfg.replay.capacity,
         "trainer.devices": cfg.trainer.devices,
         "trainer.steps_per_epoch": cfg.trainer.steps_per_epoch,
-        "agent.target_update_period": cfg.agent.target_update_period,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} must be positive, got {value}")
     if not 0.0 <= cfg.env.sticky_actions < 1.0:
         raise ConfigError(f"env.sticky_actions must be in [0, 1), got {cfg.env.sticky_actions}")
-    if cfg.agent.updates_per_step <= 0:
-        raise ConfigError(f"agent.updates_per_step must be > 0, got {cfg.agent.updates_per_step}")
     _validate_explain(cfg.explain)
     _validate_sequence(cfg.sequence, games)
 
 
-#: Agents trained by the actor-critic task (tasks/a3c.py); the others are Rainbow profiles.
-ACTOR_CRITIC_AGENTS = ("a3c_lstm", "s3ta")
-#: Extractors the A3C-LSTM agent takes (one gray frame per step); S3TA has its own vision core.
-A3C_EXTRACTORS = ("ife", "cnn_attention", "a3c_cnn")
+def _validate_rainbow(cfg: DictConfig) -> None:
+    from ife_platform.rainbow.replay import WEIGHT_NORMS
+
+    if cfg.replay.weight_norm not in WEIGHT_NORMS:
+        raise ConfigError(
+            "replay.weight_norm: "
+            + choices_msg("weight normalisation", cfg.replay.weight_norm, WEIGHT_NORMS)
+        )
+    positive = {
+        "agent.batch_size": cfg.agent.batch_size,
+        "agent.n_step": cfg.agent.n_step,
+        "agent.target_update_period": cfg.agent.target_update_period,
+        "replay.capacity": cfg.replay.capacity,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    if cfg.agent.updates_per_step <= 0:
+        raise ConfigError(f"agent.updates_per_step must be > 0, got {cfg.agent.updates_per_step}")
 
 
-def _validate_actor_critic(cfg: DictConfig, extractors: list[str]) -> None:
+def _validate_actor_critic(cfg: DictConfig) -> None:
     a = cfg.agent
-    if a.name == "s3ta":
-        if cfg.model.extractor != "s3ta":
-            raise ConfigError(
-                f"agent=s3ta has its own vision core: model.extractor must be s3ta, "
-                f"got {cfg.model.extractor}"
-            )
-    elif cfg.model.extractor not in A3C_EXTRACTORS:
-        raise ConfigError(
-            "model.extractor: "
-            + _choices_msg("extractor for a3c_lstm", cfg.model.extractor, list(A3C_EXTRACTORS))
-        )
-    if a.loss != "a2c":
-        raise ConfigError(f"agent={a.name} trains with agent.loss=a2c, got {a.loss}")
-    if cfg.env.frame_stack != 1:
-        raise ConfigError(
-            f"agent={a.name} sees one frame per step (its memory is the LSTM): "
-            f"env.frame_stack must be 1, got {cfg.env.frame_stack}"
-        )
     for key in ("actors", "rollout", "lstm_hidden"):
         if a[key] <= 0:
             raise ConfigError(f"agent.{key} must be positive, got {a[key]}")
     if not 0.0 <= a.gae_lambda <= 1.0:
         raise ConfigError(f"agent.gae_lambda must be in [0, 1], got {a.gae_lambda}")
+
+
+#: Value checks per agent family (``ife_platform.registry.FAMILY_KEYS``).
+_FAMILY_CHECKS = {"rainbow": _validate_rainbow, "actor_critic": _validate_actor_critic}
 
 
 EXPLAIN_CHOICES = {
@@ -520,10 +616,10 @@ SEQUENCE_CHOICES = {
 def _validate_sequence(q: DictConfig, games: list[str]) -> None:
     for key, choices in SEQUENCE_CHOICES.items():
         if q[key] not in choices:
-            raise ConfigError(f"sequence.{key}: " + _choices_msg(key, q[key], choices))
+            raise ConfigError(f"sequence.{key}: " + choices_msg(key, q[key], choices))
     for game in q.games:
         if game not in games:
-            raise ConfigError("sequence.games: " + _choices_msg("game", game, games))
+            raise ConfigError("sequence.games: " + choices_msg("game", game, games))
     for key in ("steps_per_task", "eval_every", "eval_episodes", "eval_max_steps"):
         if q[key] <= 0:
             raise ConfigError(f"sequence.{key} must be positive, got {q[key]}")
@@ -534,11 +630,11 @@ def _validate_sequence(q: DictConfig, games: list[str]) -> None:
 def _validate_explain(x: DictConfig) -> None:
     for key, choices in EXPLAIN_CHOICES.items():
         if x[key] not in choices:
-            raise ConfigError(f"explain.{key}: " + _choices_msg(key, x[key], choices))
+            raise ConfigError(f"explain.{key}: " + choices_msg(key, x[key], choices))
     for cat in x.relevant:
         if cat not in OBJECT_CATEGORIES:
             raise ConfigError(
-                "explain.relevant: " + _choices_msg("category", cat, OBJECT_CATEGORIES)
+                "explain.relevant: " + choices_msg("category", cat, OBJECT_CATEGORIES)
             )
     positive = ("episodes", "max_steps", "analysis_frames", "leakage_frames", "saliency_stride")
     for key in (*positive, "random_orders"):

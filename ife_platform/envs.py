@@ -49,9 +49,9 @@ def _check_game(game: str) -> None:
     from ale_py import roms
 
     if game not in roms.get_all_rom_ids():
-        from ife_platform.config import ConfigError, _choices_msg
+        from ife_platform.config import ConfigError, choices_msg
 
-        raise ConfigError("env.game: " + _choices_msg("game", game, roms.get_all_rom_ids()))
+        raise ConfigError("env.game: " + choices_msg("game", game, roms.get_all_rom_ids()))
 
 
 def atari_spec(game: str, full_action_space: bool = False) -> AtariSpec:
@@ -319,6 +319,20 @@ class AtariVecEnv(EnvBase):
             self._vec.close()
         finally:
             super().close(raise_if_closed=raise_if_closed)
+
+
+def eval_env_kwargs(cfg: Any) -> dict[str, Any]:
+    """The :class:`AtariEvalEnv` protocol settings of a config (its ``env`` group)."""
+    e = cfg.env
+    return {
+        "sticky_actions": e.sticky_actions,
+        "full_action_space": e.full_action_space,
+        "noop_max": e.noop_max,
+        "frame_skip": e.frame_skip,
+        "frame_stack": e.frame_stack,
+        "max_episode_frames": e.max_episode_frames,
+        "fire_reset": e.fire_reset,
+    }
 
 
 class AtariEvalEnv:

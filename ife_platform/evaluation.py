@@ -12,6 +12,7 @@ import torch
 
 from ife_platform.a3c.model import zero_rows
 from ife_platform.envs import AtariEvalEnv
+from ife_platform.policies import is_recurrent
 from ife_platform.scores import has_reference, human_normalized_score
 from ife_platform.video import MaskVideoRecorder
 
@@ -99,7 +100,7 @@ class ActingPolicy:
 
     def __init__(self, network: torch.nn.Module) -> None:
         self.network = network
-        self.recurrent = not hasattr(network, "q_values")
+        self.recurrent = is_recurrent(network)
         self.num_actions = int(network.num_actions)
         self.extractor = network.extractor
         self._state: tuple | None = None

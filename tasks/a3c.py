@@ -28,7 +28,6 @@ actor-learner setups, without IMPALA's V-trace correction.
 from __future__ import annotations
 
 import functools
-import math
 import random
 import time
 from collections import deque
@@ -48,18 +47,14 @@ from ife_platform.checkpoint import restore_rng, rng_state
 from ife_platform.config import to_container
 from ife_platform.envs import AtariVecEnv, atari_spec
 from ife_platform.optim import make_adam
+from ife_platform.registry import get_agent
 from ife_platform.scores import has_reference, human_normalized_score
 
 
-def build_model(cfg: DictConfig, num_actions: int) -> nn.Module:
-    """The actor-critic network of ``cfg.agent.name`` (``a3c_lstm`` or ``s3ta``)."""
-    if cfg.agent.name == "s3ta":
-        from ife_platform.a3c.s3ta import build_s3ta
-
-        return build_s3ta(num_actions, hidden_size=cfg.agent.lstm_hidden)
-    from ife_platform.tasks.rainbow import extractor_kwargs
-
+def build_a3c_lstm(cfg: DictConfig, num_actions: int) -> nn.Module:
+    """A3C-LSTM's network: ``cfg.model.extractor`` -> LSTM -> policy and value layers."""
     from ife_platform.a3c.model import build_actor_critic
+    from ife_platform.extractors import extractor_kwargs
 
     return build_actor_critic(
         cfg.model.extractor,
@@ -67,6 +62,18 @@ def build_model(cfg: DictConfig, num_actions: int) -> nn.Module:
         extractor_kwargs=extractor_kwargs(cfg.model),
         hidden=cfg.agent.lstm_hidden,
     )
+
+
+def build_s3ta(cfg: DictConfig, num_actions: int) -> nn.Module:
+    """S3TA's network (its own vision core; ``model.extractor`` is ``s3ta``)."""
+    from ife_platform.a3c.s3ta import build_s3ta as build
+
+    return build(num_actions, hidden_size=cfg.agent.lstm_hidden)
+
+
+def build_model(cfg: DictConfig, num_actions: int) -> nn.Module:
+    """The actor-critic network of ``cfg.agent.name``, by its registry entry."""
+    return get_agent(cfg.agent.name).build_network(cfg, num_actions)
 
 
 def acting_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -397,8 +404,3 @@ class _Rollouts:
             task.env_steps += batch.numel()
             task._record(batch)
             yield batch
-
-
-def total_epochs(cfg: DictConfig) -> int:
-    """Lightning epochs for the budget (an epoch = ``trainer.steps_per_epoch`` agent steps)."""
-    return math.ceil(cfg.train.total_steps / cfg.trainer.steps_per_epoch)

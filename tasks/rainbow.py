@@ -21,7 +21,6 @@ With DDP each rank builds its own env (seeded by rank), collector and replay in
 from __future__ import annotations
 
 import logging
-import math
 import random
 import shutil
 import time
@@ -43,6 +42,7 @@ from torchrl.data import TensorDictPrioritizedReplayBuffer
 from ife_platform.checkpoint import restore_rng, rng_state
 from ife_platform.config import to_container
 from ife_platform.envs import AtariVecEnv, atari_spec
+from ife_platform.extractors import extractor_kwargs
 from ife_platform.optim import make_adam
 from ife_platform.rainbow.agent import Actor, QNetwork, build_q_network, linear_schedule
 from ife_platform.rainbow.losses import categorical_double_q_loss, huber_double_q_loss
@@ -68,20 +68,6 @@ COLLECTOR_KWARGS: dict[str, Any] = {
 }
 
 
-def extractor_kwargs(model_cfg: DictConfig) -> dict[str, Any]:
-    """The keyword arguments each extractor takes, from the ``model`` config group."""
-    name = model_cfg.extractor
-    if name == "ife":
-        return {
-            "width": model_cfg.width,
-            "hue_window": model_cfg.hue_window,
-            "spectral_norm": model_cfg.spectral_norm,
-        }
-    if name == "impala":
-        return {"width": model_cfg.width, "spectral_norm": model_cfg.spectral_norm}
-    return {}
-
-
 def build_network(cfg: DictConfig, num_actions: int) -> QNetwork:
     """The Q-network an agent config describes (used by training, evaluation and tests)."""
     m = cfg.model
@@ -93,7 +79,7 @@ def build_network(cfg: DictConfig, num_actions: int) -> QNetwork:
         dueling=m.dueling,
         noisy=m.noisy,
         noisy_sigma0=m.noisy_sigma0,
-        num_atoms=m.num_atoms if m.distributional else 1,
+        num_atoms=m.num_atoms if cfg.agent.loss == "c51" else 1,
         v_min=m.v_min,
         v_max=m.v_max,
     )
@@ -538,8 +524,3 @@ class _LazyIterable:
     def __iter__(self) -> Iterator[TensorDict]:
         assert self.task._stream is not None, "on_fit_start builds the stream"
         return iter(self.task._stream)
-
-
-def total_epochs(cfg: DictConfig) -> int:
-    """Lightning epochs for the budget (an epoch = ``trainer.steps_per_epoch`` agent steps)."""
-    return math.ceil(cfg.train.total_steps / cfg.trainer.steps_per_epoch)

@@ -7,14 +7,15 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
 from ife_platform.cli import main
-from ife_platform.config import GROUPS, ConfigError, available_presets, compose
+from ife_platform.config import GROUPS, ConfigError, available_presets, compose, family_view
+from ife_platform.registry import agent_names
 
 
 def test_defaults_are_the_der_profile() -> None:
     cfg = compose([])
     assert cfg.agent.name == "rainbow_der"
     assert (cfg.agent.n_step, cfg.agent.batch_size, cfg.agent.learning_starts) == (20, 32, 1600)
-    assert cfg.model.distributional and cfg.model.noisy and cfg.agent.loss == "c51"
+    assert cfg.model.noisy and cfg.agent.loss == "c51"
     assert cfg.replay.capacity == 100_000 and cfg.train.total_steps == 100_000
 
 
@@ -22,7 +23,7 @@ def test_fast_profile_values() -> None:
     cfg = compose(["agent=rainbow_fast"])
     assert cfg.agent.name == "rainbow_fast"
     assert cfg.env.num_envs == 64 and cfg.agent.batch_size == 512 and cfg.agent.n_step == 3
-    assert not cfg.model.distributional and not cfg.model.noisy and cfg.agent.loss == "huber"
+    assert not cfg.model.noisy and cfg.agent.loss == "huber"
     assert cfg.optim.eps == pytest.approx(0.005 / 512)
     # one update per vector step of 64 envs; target sync every 32,000 agent steps
     assert cfg.agent.updates_per_step * cfg.env.num_envs == pytest.approx(1.0)
@@ -38,12 +39,21 @@ def test_layer_order_overrides_win() -> None:
 
 
 def test_every_shipped_preset_composes() -> None:
-    for group in GROUPS:
-        for name in available_presets(group):
-            compose([f"{group}={name}"])
+    """Every preset composes alone, and with every agent it applies to; with the others the
+    refusal names the family or the extractor (not a traceback)."""
     for name in available_presets("experiment"):
         compose([name])
-    assert set(available_presets("agent")) == {"rainbow_der", "rainbow_fast", "a3c_lstm", "s3ta"}
+    assert set(available_presets("agent")) == set(agent_names())
+    for group in GROUPS:
+        for name in available_presets(group):
+            fits = 0
+            for agent in agent_names():
+                try:
+                    compose([f"agent={agent}", f"{group}={name}"])
+                    fits += 1
+                except ConfigError as err:
+                    assert "family" in str(err) or "model.extractor (agent=" in str(err), err
+            assert fits > 0, f"{group}={name} fits no agent"
 
 
 def test_yaml_file_and_readonly(tmp_path) -> None:
@@ -66,7 +76,16 @@ def test_yaml_file_and_readonly(tmp_path) -> None:
         (["model.hue_window=5"], ["hue_window=5", "does not tile", "6"]),
         (["seedd=1"], ["seedd", "Did you mean 'seed'"]),
         (["no_such_preset"], ["no_such_preset", "demo"]),
-        (["agent.loss=huber"], ["distributional"]),
+        (["agent.loss=a2c"], ["agent.loss (agent=rainbow_der)", "'a2c'", "c51, huber"]),
+        (["model.distributional=true"], ["was removed", "agent.loss"]),
+        (
+            ["agent=a3c_lstm", "agent.n_step=5"],
+            ["'agent.n_step'", "rainbow family (rainbow_der, rainbow_fast)", "agent=a3c_lstm"],
+        ),
+        (["agent=s3ta", "model.noisy=false"], ["'model.noisy'", "rainbow family"]),
+        (["agent=a3c_lstm", "replay=small"], ["'replay.capacity'", "replay preset small"]),
+        (["agent.lstm_hidden=64"], ["actor_critic family (a3c_lstm, s3ta)", "rainbow_der"]),
+        (["agent=s3ta", "model.extractor=ife"], ["model.extractor (agent=s3ta)", "Valid: s3ta"]),
         (["trainer.strategy=deepspeed"], ["trainer.strategy", "ddp"]),
         (["missing.yaml"], ["not found"]),
     ],
@@ -94,3 +113,45 @@ def test_resolved_yaml_round_trips() -> None:
 def test_unknown_command_exits_2(capsys) -> None:
     assert main(["trian"]) == 2
     assert "Did you mean 'train'" in capsys.readouterr().err
+
+
+def test_family_sections_apply_to_their_family_only(tmp_path) -> None:
+    """A preset's ``family: {rainbow: ...}`` section sets Rainbow keys for Rainbow agents and
+    is skipped for actor-critic ones (demo3 serves both)."""
+    path = tmp_path / "both.yaml"
+    path.write_text(
+        "train: {total_steps: 500}\n"
+        "family:\n  rainbow: {agent: {n_step: 7}, replay: {capacity: 999}}\n"
+        "  actor_critic: {agent: {rollout: 9}}\n"
+    )
+    rainbow = compose([str(path)])
+    assert (rainbow.agent.n_step, rainbow.replay.capacity, rainbow.agent.rollout) == (7, 999, 20)
+    a3c = compose(["agent=a3c_lstm", str(path)])
+    assert (a3c.agent.rollout, a3c.agent.n_step, a3c.train.total_steps) == (9, 20, 500)
+    path.write_text("family:\n  rainbw: {agent: {n_step: 7}}\n")
+    with pytest.raises(ConfigError, match="Did you mean 'rainbow'"):
+        compose([str(path)])
+
+
+def test_a_file_cannot_switch_the_agent_behind_the_preset(tmp_path) -> None:
+    path = tmp_path / "sneaky.yaml"
+    path.write_text("agent: {name: a3c_lstm}\n")
+    with pytest.raises(ConfigError, match="select the agent with agent=NAME"):
+        compose([str(path)])
+
+
+def test_family_view_drops_other_families_and_removed_keys() -> None:
+    tree = {
+        "agent": {"name": "a3c_lstm", "n_step": 3, "rollout": 20, "gamma": 0.99},
+        "model": {"extractor": "ife", "noisy": True, "distributional": True},
+        "replay": {"capacity": 10},
+        "seed": 1,
+    }
+    assert family_view(tree, "actor_critic") == {
+        "agent": {"name": "a3c_lstm", "rollout": 20, "gamma": 0.99},
+        "model": {"extractor": "ife"},
+        "seed": 1,
+    }
+    rainbow = family_view(tree, "rainbow")
+    assert rainbow["replay"] == {"capacity": 10} and "rollout" not in rainbow["agent"]
+    assert rainbow["model"] == {"extractor": "ife", "noisy": True}

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY, tracking_args
-from ife_platform.tasks.continual import RainbowContinual, SequenceRunner, preflight
 from mlflow.tracking import MlflowClient
 
 from ife_platform.cli import main
 from ife_platform.config import ConfigError, compose
+from ife_platform.sequences import RegistryContinual, SequenceRunner, preflight
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ SEQ = [
 ]
 
 
-class StopAfterFirstTask(RainbowContinual):
+class StopAfterFirstTask(RegistryContinual):
     """Trains task 0, then 'crashes' when task 1 starts (as a killed process would)."""
 
     calls = 0

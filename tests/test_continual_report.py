@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from conftest import tracking_args
-from ife_platform.tasks.continual import build_report
 
 from ife_platform.cli import main
+from ife_platform.sequences import build_report
 
 
 def _progress(pong_after_boxing: float) -> dict:

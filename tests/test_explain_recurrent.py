@@ -18,10 +18,9 @@ from ife_platform.tasks.a3c import build_model
 from mlflow.tracking import MlflowClient
 from torch import Tensor, nn
 
-from ife_platform.agents import eval_env_kwargs
 from ife_platform.cli import main
 from ife_platform.config import compose
-from ife_platform.envs import AtariEvalEnv
+from ife_platform.envs import AtariEvalEnv, eval_env_kwargs
 from ife_platform.evaluation import torch_threads
 from ife_platform.extractors import build_extractor
 from ife_platform.interpret import explain as E

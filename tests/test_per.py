@@ -17,8 +17,8 @@ from mlflow.tracking import MlflowClient
 from tensordict import TensorDict
 from torchrl.data import TensorDictPrioritizedReplayBuffer
 
-from ife_platform.cli import train
 from ife_platform.config import ConfigError, compose
+from ife_platform.experiment import train
 from ife_platform.rainbow.replay import (
     GatherTensorStorage,
     importance_weights,
@@ -190,7 +190,7 @@ def test_short_real_run_learns_with_healthy_weights(workdir: Path) -> None:
             *tracking_args(workdir),
         ]
     )
-    task, _, _ = train(cfg)
+    task = train(cfg).task
     assert task.updates == 500
     client = MlflowClient(cfg.tracking.uri)
     run_id = task.run_id

@@ -12,8 +12,9 @@ from conftest import TINY, ife_command, subprocess_env, tracking_args
 from mlflow.tracking import MlflowClient
 
 from ife_platform.checkpoint import CheckpointError, load_checkpoint
-from ife_platform.cli import main, train
+from ife_platform.cli import main
 from ife_platform.config import compose
+from ife_platform.experiment import train
 from ife_platform.video import read_mp4
 
 pytestmark = pytest.mark.slow
@@ -145,7 +146,7 @@ def _fit(workdir: Path, extra: list[str]):
         ]
     )
     rec = _Recorder()
-    task, _, _ = train(cfg, extra_callbacks=[rec])
+    task = train(cfg, [rec]).task
     actions = task.replay.storage["action"][: len(task.replay)].clone()
     return rec.losses, actions, task
 
@@ -298,7 +299,7 @@ def test_target_network_moves_only_at_syncs(workdir: Path) -> None:
         ]
     )
     watcher = _TargetWatcher()
-    train(cfg, extra_callbacks=[watcher])
+    train(cfg, [watcher])
     seen = watcher.seen
     assert [u for u, _, _ in seen] == list(range(1, 121))
     changes = [u for (u, t, _), (_, prev, _) in zip(seen[1:], seen, strict=False) if t != prev]
@@ -334,7 +335,7 @@ BUDGET = [
 def test_shipped_presets_run_a_few_steps(workdir: Path, preset: str) -> None:
     # Only the budget is shrunk (and the 2^20 Fast-Rainbow buffer, 59 GB at full size).
     cfg = compose([preset, *BUDGET, *tracking_args(workdir)])
-    task, _, _ = train(cfg)
+    task = train(cfg).task
     assert task.env_steps == 256
     expected = round((256 - 192) * cfg.agent.updates_per_step)
     assert task.updates == expected > 0
@@ -357,7 +358,7 @@ def test_crash_mid_run_leaves_epoch_checkpoint_and_resume_continues(workdir: Pat
     base = ["demo", *TINY, *SMALL_IFE, *tracking_args(workdir), "tracking.video=false"]
     cfg = compose([*base, "tracking.eval_episodes=0", "train.total_steps=360"])
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(cfg, extra_callbacks=[_CrashAtEpoch(2)])  # dies after 240 of 360 steps
+        train(cfg, [_CrashAtEpoch(2)])  # dies after 240 of 360 steps
     client = MlflowClient(cfg.tracking.uri)
     (run,) = client.search_runs([client.get_experiment_by_name("ife").experiment_id])
     run_id = run.info.run_id
@@ -365,7 +366,8 @@ def test_crash_mid_run_leaves_epoch_checkpoint_and_resume_continues(workdir: Pat
     ckpt = load_checkpoint(workdir / "out" / run_id / "checkpoints" / "last.ckpt")
     assert ckpt["ife"]["counters"]["env_steps"] == 240  # written at the end of epoch 2 of 3
     assert ckpt["ife"]["counters"]["updates"] == 120
-    task, _, resumed_id = train(compose([*base, "train.total_steps=360", f"resume={run_id}"]))
+    resumed = train(compose([*base, "train.total_steps=360", f"resume={run_id}"]))
+    task, resumed_id = resumed.task, resumed.run_id
     assert resumed_id == run_id
     # 118 more updates, not 120: the buffer was not saved (replay.save_buffer=false), and with
     # n_step=3 the first two agent steps after the restart close no window, so nothing is

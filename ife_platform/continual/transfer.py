@@ -70,7 +70,7 @@ the only place noisy layers live, and no extractor has batch norm or dropout.
 
 Re-initialisation (:func:`reinitialise`) reproduces the build-time init: ``reset_parameters()``
 of every layer (through the spectral-norm parametrization, with fresh power-iteration vectors,
-via :func:`ife_platform.interpret.perturb._reset_module`), then, for the extractors whose
+via :func:`ife_platform.interpret.perturb.reset_module`), then, for the extractors whose
 convolutions are built by :func:`~ife_platform.extractors.blocks.make_conv` (IFE, IMPALA,
 CNN-attention), the ReLU gain on conv weights and zero conv biases; noisy layers also draw
 fresh noise. Each group is seeded on its own from ``(seed, task_index, group)``, so a group's
@@ -99,10 +99,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ife_platform.config import ConfigError, _choices_msg
+from ife_platform.config import ConfigError, choices_msg
 from ife_platform.extractors import EXTRACTORS
 from ife_platform.extractors.blocks import relu_gain_init_
-from ife_platform.interpret.perturb import _reset_module, _resettable
+from ife_platform.interpret.perturb import reset_module, resettable
 from ife_platform.rainbow.heads import NoisyLinear, QHead
 
 __all__ = [
@@ -265,7 +265,7 @@ def parse_mode(mode: str | Sequence[str], extractor: str) -> TransferSpec:
             the modes valid for the extractor.
     """
     if extractor not in MODULE_GROUPS:
-        raise ConfigError(_choices_msg("extractor", extractor, list(MODULE_GROUPS)))
+        raise ConfigError(choices_msg("extractor", extractor, list(MODULE_GROUPS)))
     layout = MODULE_GROUPS[extractor]
     valid = valid_modes(extractor)
     valid_msg = f"Valid modes for extractor '{extractor}': {', '.join(valid)}."
@@ -275,7 +275,7 @@ def parse_mode(mode: str | Sequence[str], extractor: str) -> TransferSpec:
         raise ConfigError(f"empty transfer mode in {mode!r}. {valid_msg}")
     for n in names:
         if n not in MODES:
-            raise ConfigError(_choices_msg("transfer mode", n, list(MODES)))
+            raise ConfigError(choices_msg("transfer mode", n, list(MODES)))
     for n in names:
         missing = sorted(_resolve(MODES[n][0] + MODES[n][1], layout) - set(layout))
         if missing:
@@ -326,7 +326,7 @@ def parse_head(head: str) -> str:
         ConfigError: For anything else, with the closest match.
     """
     if head not in HEAD_CHOICES:
-        raise ConfigError(_choices_msg("head choice", head, HEAD_CHOICES))
+        raise ConfigError(choices_msg("head choice", head, HEAD_CHOICES))
     return head
 
 
@@ -466,7 +466,7 @@ def reinitialise(
     """Re-initialise modules in place as at build time, seeded; the global RNG is restored.
 
     Every submodule with ``reset_parameters`` is reset (spectral-norm convs through their
-    parametrization, with fresh power-iteration vectors: ``perturb._reset_module``); with
+    parametrization, with fresh power-iteration vectors: ``perturb.reset_module``); with
     ``relu_gain_convs`` conv weights are then scaled by the ReLU gain and conv biases zeroed
     (``blocks.make_conv``'s init); noisy layers draw fresh noise. Gradients are cleared.
 
@@ -484,8 +484,8 @@ def reinitialise(
     with torch.random.fork_rng(devices=_cuda_indices(modules)), torch.no_grad():
         torch.manual_seed(seed)
         for module in modules:
-            for _, m in _resettable(module, None):
-                _reset_module(m)
+            for _, m in resettable(module, None):
+                reset_module(m)
                 if id(m) in gain and isinstance(m, nn.Conv2d):
                     _relu_gain_init(m)
                 if isinstance(m, NoisyLinear):
@@ -728,7 +728,7 @@ def swap_head(
         ValueError: If the head does not fit the network (features, atoms).
     """
     if game not in heads:
-        raise KeyError(_choices_msg("game", game, list(heads.keys())))
+        raise KeyError(choices_msg("game", game, list(heads.keys())))
     head = heads[game]
     old = network.head
     if head.features_dim != old.features_dim or head.num_atoms != old.num_atoms:

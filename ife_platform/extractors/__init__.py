@@ -64,3 +64,17 @@ __all__ = [
     "NatureCNNExtractor",
     "build_extractor",
 ]
+
+
+def extractor_kwargs(model_cfg: Any) -> dict[str, Any]:
+    """The keyword arguments each extractor takes, from the ``model`` config group."""
+    name = model_cfg.extractor
+    if name == "ife":
+        return {
+            "width": model_cfg.width,
+            "hue_window": model_cfg.hue_window,
+            "spectral_norm": model_cfg.spectral_norm,
+        }
+    if name == "impala":
+        return {"width": model_cfg.width, "spectral_norm": model_cfg.spectral_norm}
+    return {}

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ife_platform.interpret.explain import HEADLINE, Explanation, _json_safe
+from ife_platform.interpret.explain import HEADLINE, Explanation, json_safe
 
 #: Metrics of the comparison table (``explain`` summary keys, without the ``saliency/`` prefix).
 COMPARE_METRICS = tuple(k for k in HEADLINE if not k.startswith("chance")) + ("chance_mass",)
@@ -134,7 +134,7 @@ def write_report(rows: list[dict[str, Any]], info: dict[str, Any], folder: Path)
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    paths[1].write_text(json.dumps(_json_safe({**info, "methods": rows}), indent=2))
+    paths[1].write_text(json.dumps(json_safe({**info, "methods": rows}), indent=2))
     shown = [k for k in COMPARE_METRICS if any(np.isfinite(r.get(k, np.nan)) for r in rows)]
     shown = [k for k in shown if k != "chance_mass"] or ["leakage"]
     fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.2), squeeze=False)

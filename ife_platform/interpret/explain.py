@@ -48,11 +48,11 @@ from ife_platform.interpret import perturb as P
 from ife_platform.interpret.objects import ObjectBox, ObjectSource
 from ife_platform.interpret.probe import (
     AgentProbe,
-    is_recurrent,
     replay,
     stack_states,
     state_free_attention,
 )
+from ife_platform.policies import is_recurrent
 
 #: Summary keys shown in the printed table and compared by ``ife compare`` (in this order).
 HEADLINE = (
@@ -525,7 +525,7 @@ def record_agent(agent: Any, *, video: bool) -> tuple[Recording, str | None]:
     Resolves the object source first (an explicit but missing backend fails here, before any
     game is played). Returns the recording and the note on missing object boxes, if any.
     """
-    from ife_platform.agents import eval_env_kwargs
+    from ife_platform.envs import eval_env_kwargs
 
     cfg, x = agent.cfg, agent.cfg.explain
     objects, note = resolve_objects(cfg.env.game, x.objects)
@@ -646,11 +646,12 @@ def write_table(rows: list[dict[str, float]], path: Path, fmt: str = "csv") -> P
     return path
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN / inf replaced by None, recursively (strict JSON has neither)."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -729,7 +730,7 @@ def write_outputs(rec: Recording, exp: Explanation, x: DictConfig, folder: Path)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [write_table(exp.rows, folder / "frames", x.table)]
     summary_path = folder / "summary.json"
-    summary_path.write_text(json.dumps(_json_safe(exp.summary), indent=2, sort_keys=True))
+    summary_path.write_text(json.dumps(json_safe(exp.summary), indent=2, sort_keys=True))
     paths.append(summary_path)
     curves_path = folder / "curves.json"
     curves_path.write_text(json.dumps({k: v.tolist() for k, v in exp.curves.items()}))

@@ -983,7 +983,8 @@ def _selected(name: str, only: Sequence[str] | None) -> bool:
     return any(name == p or name.startswith(p + ".") for p in only)
 
 
-def _resettable(network: nn.Module, only: Sequence[str] | None) -> list[tuple[str, nn.Module]]:
+def resettable(network: nn.Module, only: Sequence[str] | None) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every module with ``reset_parameters``, under the ``only`` prefixes."""
     return [
         (name, m)
         for name, m in network.named_modules()
@@ -994,7 +995,7 @@ def _resettable(network: nn.Module, only: Sequence[str] | None) -> list[tuple[st
 _SPECTRAL_NORM_ATTRS = ("_u", "_v", "_power_method", "_reshape_weight_to_matrix")
 
 
-def _reset_module(module: nn.Module) -> None:
+def reset_module(module: nn.Module) -> None:
     """``module.reset_parameters()``, also through ``torch.nn.utils.parametrize`` (e.g. SN).
 
     A parametrized module (``weight`` computed from ``parametrizations.weight.original``) is
@@ -1043,7 +1044,7 @@ def not_reinitialised(network: nn.Module, only: Sequence[str] | None = None) -> 
         Parameter names, as in ``network.named_parameters()``.
     """
     covered: set[str] = set()
-    for name, m in _resettable(network, only):
+    for name, m in resettable(network, only):
         prefix = f"{name}." if name else ""
         covered.update(prefix + n for n, _ in m.named_parameters())
     return [n for n, _ in network.named_parameters() if n not in covered]
@@ -1076,6 +1077,6 @@ def randomised_copy(network: nn.Module, seed: int, only: Sequence[str] | None = 
     cuda = sorted({p.device.index or 0 for p in clone.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=cuda), torch.no_grad():
         torch.manual_seed(seed)
-        for _, module in _resettable(clone, only):
-            _reset_module(module)
+        for _, module in resettable(clone, only):
+            reset_module(module)
     return clone

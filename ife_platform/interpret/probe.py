@@ -29,13 +29,9 @@ from torch import Tensor, nn
 
 from ife_platform.evaluation import ActingPolicy, torch_threads
 from ife_platform.interpret import perturb as P
+from ife_platform.policies import is_recurrent
 
 State = tuple[Tensor, ...]
-
-
-def is_recurrent(network: nn.Module) -> bool:
-    """Whether ``network`` is a recurrent actor-critic (``step`` + state) and not a Q-network."""
-    return not hasattr(network, "q_values")
 
 
 def state_free_attention(network: nn.Module) -> bool:

@@ -1,8 +1,9 @@
 """Continual-learning game sequences: train one network on games in turn, measure transfer.
 
 The runner is agent-agnostic: everything agent-specific sits behind :class:`ContinualAgent`
-(build the network, train one task, evaluate). :class:`RainbowContinual` is the Rainbow
-implementation; the A3C-LSTM agent plugs in with its own.
+(build the network, train one task, evaluate). :class:`RegistryContinual` implements it for
+every registered agent from its registry entry (network builder, Lightning task, whether it
+has a replay buffer and a target network); a test or a new agent may pass its own.
 
 One sequence run, in order:
 
@@ -37,14 +38,16 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from ife_platform.callbacks.continual import SequenceEvaluation
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ife_platform.config import ACTOR_CRITIC_AGENTS, ConfigError, to_container
+from ife_platform.callbacks.continual import SequenceEvaluation
+from ife_platform.config import ConfigError, agent_spec, choices_msg, to_container
 from ife_platform.continual import metrics as CM
 from ife_platform.continual import transfer as T
+from ife_platform.envs import eval_env_kwargs
 from ife_platform.evaluation import EvalResult, evaluate_parallel
+from ife_platform.registry import agent_names, get_agent
 
 PROGRESS = "progress.json"
 
@@ -87,14 +90,19 @@ class ContinualAgent(Protocol):
         """Raw scores of ``cfg.sequence.eval_episodes`` games played in parallel envs."""
 
 
-class RainbowContinual:
-    """:class:`ContinualAgent` for the Rainbow profiles (``tasks.rainbow.RainbowTask``)."""
+class RegistryContinual:
+    """:class:`ContinualAgent` for any registered agent (:mod:`ife_platform.registry`).
+
+    Training goes through :func:`ife_platform.experiment.train` with a ``setup`` hook.
+    Off-policy agents (Rainbow) also carry a target network and a replay buffer across the
+    switch; on-policy ones (A3C-LSTM, S3TA) have neither. Transfer groups come from the
+    network's layout (:func:`~ife_platform.continual.transfer.network_layout`). Evaluation
+    is the shared parallel evaluation with the network's acting policy.
+    """
 
     def build_network(self, cfg: DictConfig, num_actions: int) -> nn.Module:  # noqa: D102
-        from ife_platform.tasks.rainbow import build_network
-
-        torch.manual_seed(cfg.seed)  # as RainbowTask does: task 0 starts from this network
-        return build_network(cfg, num_actions)
+        torch.manual_seed(cfg.seed)  # as the tasks do: task 0 starts from this network
+        return agent_spec(cfg.agent.name).build_network(cfg, num_actions)
 
     def train_task(  # noqa: D102
         self,
@@ -106,16 +114,17 @@ class RainbowContinual:
         parent_run_id: str,
         tags: dict[str, str],
     ) -> TaskOutcome:
-        from ife_platform.cli import train
+        from ife_platform.experiment import train
 
-        task, _, run_id = train(
+        result = train(
             cfg,
             callbacks,
             parent_run_id=parent_run_id,
             run_tags=tags,
             setup=lambda task: self.setup_task(task, prepare, replay),
         )
-        return TaskOutcome(task.online, run_id, getattr(task, "replay", None))
+        task = result.task
+        return TaskOutcome(task.online, result.run_id, getattr(task, "replay", None))
 
     @staticmethod
     def setup_task(
@@ -123,15 +132,13 @@ class RainbowContinual:
     ) -> None:
         """Before fitting: the previous task's weights, the transfer mode, a kept buffer.
 
-        Actor-critic tasks have no target network (``target`` None) and no replay.
+        On-policy tasks have no target network (``target`` None) and no replay.
         """
         prepare(task.online, getattr(task, "target", None))
         if replay is not None:
             task.replay = replay
 
     def evaluate(self, network: nn.Module, game: str, cfg: DictConfig) -> EvalResult:  # noqa: D102
-        from ife_platform.agents import eval_env_kwargs
-
         q = cfg.sequence
         return evaluate_parallel(
             network,
@@ -144,33 +151,6 @@ class RainbowContinual:
         )
 
 
-class ActorCriticContinual(RainbowContinual):
-    """:class:`ContinualAgent` for A3C-LSTM and S3TA (``tasks.a3c.ActorCriticTask``).
-
-    Training goes through the same ``cli.train`` entry with a ``setup`` hook; there is no
-    target network and no replay. Transfer groups: ``hue``/``afe`` (IFE) or ``extractor``
-    (S3TA: vision core, queries and answer processor), and ``head`` = the LSTM core with the
-    policy and value layers (:func:`~ife_platform.continual.transfer.network_layout`).
-    Evaluation is the shared parallel evaluation with the recurrent
-    :class:`~ife_platform.evaluation.ActingPolicy`.
-    """
-
-    def build_network(self, cfg: DictConfig, num_actions: int) -> nn.Module:  # noqa: D102
-        from ife_platform.tasks.a3c import build_model
-
-        torch.manual_seed(cfg.seed)  # as ActorCriticTask does
-        return build_model(cfg, num_actions)
-
-
-#: Agents that can run sequences, by ``agent`` preset name.
-CONTINUAL_AGENTS: dict[str, Callable[[], ContinualAgent]] = {
-    "rainbow_der": RainbowContinual,
-    "rainbow_fast": RainbowContinual,
-    "a3c_lstm": ActorCriticContinual,
-    "s3ta": ActorCriticContinual,
-}
-
-
 # -- config ------------------------------------------------------------------------------------
 
 
@@ -181,7 +161,6 @@ def preflight(cfg: DictConfig) -> tuple[T.TransferSpec, int]:
         ConfigError: no games, an agent without sequence support, a bad transfer mode, a
             shared head over games with different action sets, or more than one device.
     """
-    from ife_platform.config import _choices_msg
     from ife_platform.envs import atari_spec
 
     q = cfg.sequence
@@ -190,10 +169,10 @@ def preflight(cfg: DictConfig) -> tuple[T.TransferSpec, int]:
             "no games: choose a sequence preset (ife continual demo3 | cora) or set "
             "sequence.games=[pong,boxing]"
         )
-    if cfg.agent.name not in CONTINUAL_AGENTS:
-        raise ConfigError(
-            "agent: " + _choices_msg("sequence agent", cfg.agent.name, list(CONTINUAL_AGENTS))
-        )
+    agent = agent_spec(cfg.agent.name)
+    if not agent.continual:
+        able = [n for n in agent_names() if get_agent(n).continual]
+        raise ConfigError("agent: " + choices_msg("sequence agent", cfg.agent.name, able))
     try:
         spec = T.parse_mode(q.mode, cfg.model.extractor)
     except (ValueError, ConfigError) as err:
@@ -209,7 +188,7 @@ def preflight(cfg: DictConfig) -> tuple[T.TransferSpec, int]:
             "sequence.head=per_game uses one head size; set env.full_action_space=true "
             f"(the minimal action sets differ: {actions})"
         )
-    if cfg.agent.name in ACTOR_CRITIC_AGENTS and (q.head != "shared" or q.replay != "reset"):
+    if not agent.off_policy and (q.head != "shared" or q.replay != "reset"):
         raise ConfigError(
             f"agent={cfg.agent.name} sequences use sequence.head=shared and sequence.replay=reset "
             f"(got head={q.head}, replay={q.replay}): per-game heads are Q heads, and an "
@@ -253,13 +232,13 @@ class SequenceRunner:
 
     Args:
         cfg: validated config with ``sequence.games`` set.
-        agent: the agent implementation (default: by ``cfg.agent.name``).
+        agent: the agent implementation (default: :class:`RegistryContinual`).
     """
 
     def __init__(self, cfg: DictConfig, agent: ContinualAgent | None = None) -> None:
         self.cfg = cfg
         self.spec, self.num_actions = preflight(cfg)
-        self.agent = agent or CONTINUAL_AGENTS[cfg.agent.name]()
+        self.agent = agent or RegistryContinual()
         self.games = list(cfg.sequence.games)
         self.progress: dict[str, Any] = {}
         self.heads: nn.ModuleDict | None = None
@@ -282,7 +261,6 @@ class SequenceRunner:
 
     def alignment_row(self, network: nn.Module) -> list[float | None]:
         """Mean mass-in-box lift of the mask per game (None: no boxes or no attention)."""
-        from ife_platform.agents import eval_env_kwargs
         from ife_platform.envs import AtariEvalEnv
         from ife_platform.interpret import explain as E
         from ife_platform.interpret import metrics as M

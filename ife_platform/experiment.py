@@ -1,0 +1,362 @@
+"""Build and run experiments from a validated config: the one assembler of the platform.
+
+``ife train`` and ``ife evaluate``, continual sequences (:mod:`ife_platform.sequences`) and the
+benchmark all assemble runs here; the CLI only parses words, calls these functions and prints.
+From Python (docs/api.md)::
+
+    from ife_platform import experiment
+    from ife_platform.config import compose
+
+    result = experiment.train(compose(["demo", "env.game=pong"]))
+    agent = experiment.load_agent(result.run_id)
+    scores = experiment.evaluate(agent, episodes=5).result
+
+What varies by agent (the Lightning task, the network) comes from the agent registry
+(:mod:`ife_platform.registry`); nothing here branches on an agent's name.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from ife_platform.agents import LoadedAgent, load_agent, log_run
+from ife_platform.config import ConfigError, agent_spec, to_container, to_yaml
+from ife_platform.evaluation import EvalResult
+
+__all__ = [
+    "EvaluationRun",
+    "LoadedAgent",
+    "RunResult",
+    "evaluate",
+    "load_agent",
+    "resolve_resume",
+    "total_epochs",
+    "train",
+    "trainer_kwargs",
+]
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` leaves behind.
+
+    Attributes:
+        run_id: the MLflow run (the resumed one for ``resume=``).
+        tracking_uri: the store it is in.
+        checkpoint_dir: where ``last.ckpt`` is (also logged as an artifact).
+        evaluation: the final evaluation (None on ranks other than 0).
+        task: the trained LightningModule (its networks, counters and replay).
+        trainer: the Lightning Trainer.
+    """
+
+    run_id: str
+    tracking_uri: str
+    checkpoint_dir: Path
+    evaluation: EvalResult | None
+    task: Any
+    trainer: Any
+
+    def summary(self) -> str:
+        """Two or three lines for a terminal: evaluation, run and checkpoint folder."""
+        lines = []
+        if self.evaluation is not None:
+            r = self.evaluation
+            hns = f", HNS {r.hns:.3f}" if r.hns is not None else ""
+            lines.append(
+                f"evaluation: {len(r.returns)} games, mean raw score {r.mean_return:.1f}{hns}"
+            )
+        lines.append(f"MLflow run {self.run_id} in {self.tracking_uri}")
+        lines.append(f"checkpoints: {self.checkpoint_dir}")
+        return "\n".join(lines)
+
+
+def process_rank() -> int:
+    """Global rank of this process as set by Lightning's launcher (0 outside DDP)."""
+    for var in ("RANK", "GLOBAL_RANK"):
+        if var in os.environ:
+            return int(os.environ[var])
+    node = int(os.environ.get("NODE_RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return local if node == 0 else -1
+
+
+def total_epochs(cfg: DictConfig) -> int:
+    """Lightning epochs for the budget (an epoch = ``trainer.steps_per_epoch`` agent steps)."""
+    return math.ceil(cfg.train.total_steps / cfg.trainer.steps_per_epoch)
+
+
+def resolve_resume(cfg: DictConfig, uri: str) -> tuple[str | None, str | None]:
+    """(checkpoint path, run id) for ``resume=``: a checkpoint file or an MLflow run id.
+
+    Raises:
+        CheckpointError: no such file or run, or a corrupt checkpoint.
+        ConfigError: the checkpoint was trained on another game, extractor or agent.
+    """
+    from ife_platform.checkpoint import find_run_checkpoint, load_checkpoint
+
+    if not cfg.resume:
+        return None, None
+    path = Path(cfg.resume)
+    if path.suffix == ".ckpt" or path.exists():
+        ckpt_path = path
+    else:
+        ckpt_path = find_run_checkpoint(cfg.resume, uri, cfg.tracking.output_dir)
+    ckpt = load_checkpoint(ckpt_path)
+    saved = ckpt["ife"]["config"]
+    for group, key in (("env", "game"), ("model", "extractor"), ("agent", "name")):
+        was, now = saved[group][key], cfg[group][key]
+        if was != now:
+            raise ConfigError(
+                f"resume: the checkpoint was trained with {group}.{key}={was}, "
+                f"but this config says {now}"
+            )
+    return str(ckpt_path), ckpt["ife"].get("run_id")
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """The Lightning Trainer's device arguments, with ``auto`` resolved for this machine.
+
+    CPU runs stay fp32 whatever ``trainer.precision`` says, and DDP on CPU uses gloo.
+    """
+    import torch
+
+    t = cfg.trainer
+    accelerator = t.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    precision = t.precision
+    if accelerator == "cpu" and "mixed" in precision:
+        precision = "32-true"  # mixed precision is a GPU feature here; CPU runs stay fp32
+    strategy = t.strategy
+    if strategy == "ddp" and accelerator == "cpu":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(process_group_backend="gloo")
+    return {
+        "accelerator": accelerator,
+        "devices": t.devices,
+        "num_nodes": t.num_nodes,
+        "strategy": strategy,
+        "precision": precision,
+    }
+
+
+def _open_run(
+    cfg: DictConfig,
+    uri: str,
+    resumed_run: str | None,
+    ckpt_path: str | None,
+    parent_run_id: str | None,
+    run_tags: dict[str, str] | None,
+) -> str:
+    """Rank 0: create (or reopen) the MLflow run and log the config; returns its id."""
+    import mlflow
+
+    from ife_platform.tracking import ensure_experiment, log_config, log_environment
+
+    client = mlflow.MlflowClient(uri)
+    if resumed_run:
+        run_id = resumed_run
+        client.update_run(run_id, status="RUNNING")
+    else:
+        exp_id = ensure_experiment(client, cfg.tracking.experiment)
+        tags = dict(run_tags or {})
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run_id = client.create_run(exp_id, run_name=cfg.tracking.run_name, tags=tags).info.run_id
+    out_dir = Path(cfg.tracking.output_dir).resolve() / run_id
+    if resumed_run:  # params are immutable in MLflow: keep the resumed config as a file
+        client.log_text(run_id, to_yaml(cfg), f"config_resume_{Path(str(ckpt_path)).stem}.yaml")
+    else:
+        log_config(to_yaml(cfg), to_container(cfg), run_id=run_id, client=client)
+    log_environment(run_id=run_id, client=client)
+    client.set_tag(run_id, "ife.checkpoint_dir", str(out_dir / "checkpoints"))
+    return run_id
+
+
+def train(
+    cfg: DictConfig,
+    callbacks: Sequence[Any] = (),
+    *,
+    parent_run_id: str | None = None,
+    run_tags: dict[str, str] | None = None,
+    setup: Callable[[Any], None] | None = None,
+) -> RunResult:
+    """Train the agent a validated config describes, evaluate it, log everything to MLflow.
+
+    Everything that can be checked cheaply (config, tracking store, resume checkpoint) is
+    checked before any env or network is built. The Lightning task is the registry's
+    (``agent_spec(cfg.agent.name).task_class()``).
+
+    Args:
+        cfg: the validated config (:func:`ife_platform.config.compose`).
+        callbacks: more (observe-only) Lightning callbacks.
+        parent_run_id: create the run nested under this MLflow run (continual sequences).
+        run_tags: tags of a new run.
+        setup: called with the task after it is built and before fitting (continual
+            sequences load the previous task's weights and apply the transfer mode here).
+
+    Raises:
+        ConfigError, CheckpointError, TrackingUnreachableError: before any work starts.
+    """
+    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    rank = process_rank()
+    if rank <= 0:
+        check_tracking_reachable(uri)
+    ckpt_path, resumed_run = resolve_resume(cfg, uri)
+    Task = agent_spec(cfg.agent.name).task_class()
+
+    import lightning as L
+    import mlflow
+    from lightning.pytorch.callbacks import TQDMProgressBar
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    from ife_platform.callbacks.artifacts import CheckpointArtifact
+    from ife_platform.callbacks.checkpoint import EpochEndCheckpoint
+    from ife_platform.callbacks.evaluation import DDPWeightCheck, FinalEvaluation
+    from ife_platform.envs import eval_env_kwargs
+
+    # Rank 0 owns the MLflow run; the ranks Lightning launches find its id in the environment.
+    run_id = os.environ.get("IFE_RUN_ID") if rank != 0 else None
+    if run_id is None:
+        run_id = _open_run(cfg, uri, resumed_run, ckpt_path, parent_run_id, run_tags)
+        os.environ["IFE_RUN_ID"] = run_id
+    out_dir = Path(cfg.tracking.output_dir).resolve() / run_id
+
+    logger = MLFlowLogger(
+        experiment_name=cfg.tracking.experiment, tracking_uri=uri, run_id=run_id, log_model=False
+    )
+    final = FinalEvaluation(
+        episodes=cfg.tracking.eval_episodes,
+        epsilon=cfg.agent.eval_epsilon,
+        max_steps=cfg.tracking.eval_max_steps,
+        video=cfg.tracking.video,
+        video_max_steps=cfg.tracking.video_max_steps,
+        out_dir=out_dir,
+        env_kwargs=eval_env_kwargs(cfg),
+        seed=cfg.seed + 12345,
+    )
+    all_callbacks = [
+        EpochEndCheckpoint(str(out_dir / "checkpoints")),
+        CheckpointArtifact(),
+        DDPWeightCheck(),
+        final,
+        *callbacks,
+    ]
+    if cfg.trainer.progress_bar:
+        import sys
+
+        all_callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 100))
+    trainer = L.Trainer(
+        max_epochs=total_epochs(cfg),
+        logger=logger,
+        callbacks=all_callbacks,
+        log_every_n_steps=1,
+        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        default_root_dir=str(out_dir),
+        **trainer_kwargs(cfg),
+    )
+    task = Task(cfg)
+    task.run_id = run_id
+    if setup is not None:
+        setup(task)
+    try:
+        trainer.fit(task, ckpt_path=ckpt_path, weights_only=True)
+    except BaseException:
+        if trainer.global_rank == 0:
+            mlflow.MlflowClient(uri).set_terminated(run_id, status="FAILED")
+        raise
+    if trainer.global_rank == 0:
+        mlflow.MlflowClient(uri).set_terminated(run_id, status="FINISHED")
+    return RunResult(
+        run_id=run_id,
+        tracking_uri=uri,
+        checkpoint_dir=out_dir / "checkpoints",
+        evaluation=final.result if trainer.global_rank == 0 else None,
+        task=task,
+        trainer=trainer,
+    )
+
+
+@dataclass
+class EvaluationRun:
+    """What :func:`evaluate` measured and where it logged it.
+
+    Attributes:
+        result: raw scores, lengths, HNS, mask entropy and the video path.
+        run_id: the MLflow run the metrics went to (None with ``log=False``).
+        tracking_uri: the store.
+    """
+
+    result: EvalResult
+    run_id: str | None
+    tracking_uri: str
+
+
+def evaluate(
+    agent: LoadedAgent | str,
+    overrides: Sequence[str] = (),
+    *,
+    episodes: int | None = None,
+    video: bool | None = None,
+    log: bool = True,
+) -> EvaluationRun:
+    """Play whole evaluation games with a trained agent (noise off, ``agent.eval_epsilon``).
+
+    Args:
+        agent: a loaded agent, or a checkpoint path or training run id to load.
+        overrides: ``key=value`` strings over the checkpoint's config (when loading).
+        episodes: games to play (default ``tracking.eval_episodes``).
+        video: record the first game as a mask video (default ``tracking.video``).
+        log: log the scores (and video) to the agent's training run, or to a new
+            ``evaluate`` run when the checkpoint has none in the store.
+
+    Raises:
+        CheckpointError, ConfigError, TrackingUnreachableError: before any game is played.
+    """
+    from ife_platform.envs import eval_env_kwargs
+    from ife_platform.evaluation import evaluate as play_games
+    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
+
+    if isinstance(agent, str):
+        agent = load_agent(agent, overrides)
+    cfg = agent.cfg
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    if log:
+        check_tracking_reachable(uri)
+    record = cfg.tracking.video if video is None else video
+    out_dir = Path(cfg.tracking.output_dir).resolve() / (agent.run_id or "evaluate")
+    result = play_games(
+        agent.network,
+        cfg.env.game,
+        episodes=cfg.tracking.eval_episodes if episodes is None else episodes,
+        epsilon=cfg.agent.eval_epsilon,
+        seed=cfg.seed + 54321,
+        max_steps=cfg.tracking.eval_max_steps,
+        video_path=out_dir / "videos" / "evaluate_mask.mp4" if record else None,
+        video_max_steps=cfg.tracking.video_max_steps,
+        env_kwargs=eval_env_kwargs(cfg),
+    )
+    if not log:
+        return EvaluationRun(result, None, uri)
+    import mlflow
+
+    run_id = log_run(uri, agent, cfg, "evaluate")
+    client = mlflow.MlflowClient(uri)
+    for key, value in result.metrics("evaluate/").items():
+        client.log_metric(run_id, key, value, step=agent.env_steps)
+    if result.video_path is not None:
+        client.log_artifact(run_id, str(result.video_path), "videos")
+    return EvaluationRun(result, run_id, uri)
