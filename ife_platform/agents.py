@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from ife_platform.checkpoint import CheckpointError, find_run_checkpoint, load_checkpoint
 from ife_platform.config import agent_spec, compose, family_view
-from ife_platform.policies import QPolicy, RecurrentPolicy
 
 
 @dataclass
@@ -26,14 +26,16 @@ class LoadedAgent:
 
     Attributes:
         cfg: checkpoint config, then overrides (validated).
-        network: the online network in eval mode, on the GPU when there is one.
+        network: the online network in eval mode, on the GPU when there is one; a
+            :class:`~ife_platform.policies.QPolicy` or a
+            :class:`~ife_platform.policies.RecurrentPolicy`.
         state: the checkpoint's ``ife`` section (counters, run id, ...).
         checkpoint: where the weights came from.
         run_id: the training run of the checkpoint, when it exists in the store (else None).
     """
 
     cfg: DictConfig
-    network: QPolicy | RecurrentPolicy
+    network: nn.Module
     state: dict[str, Any]
     checkpoint: Path
     run_id: str | None

@@ -279,7 +279,7 @@ def _preset_path(group: str, name: str) -> Path:
 def _all_keys(schema: DictConfig, prefix: str = "") -> list[str]:
     keys = []
     for k, v in schema.items():
-        path = f"{prefix}{k}"
+        path = f"{prefix}{k!s}"
         keys.append(path)
         if isinstance(v, DictConfig):
             keys.extend(_all_keys(v, path + "."))
@@ -321,7 +321,7 @@ def _leaf_keys(layer: DictConfig | dict, prefix: str = "") -> list[str]:
     """Dotted keys of the leaves a layer sets (``{"agent": {"n_step": 3}}`` -> agent.n_step)."""
     keys = []
     for k, v in layer.items():
-        path = f"{prefix}{k}"
+        path = f"{prefix}{k!s}"
         if isinstance(v, DictConfig | dict) and len(v) > 0:
             keys.extend(_leaf_keys(v, path + "."))
         else:
@@ -344,7 +344,7 @@ def _family_layer(layer: DictConfig, family: str, source: str) -> DictConfig:
     for name in sections:
         if name not in FAMILY_KEYS:
             raise ConfigError(
-                f"{source}: family.{name}: " + choices_msg("agent family", name, FAMILY_KEYS)
+                f"{source}: family.{name}: " + choices_msg("agent family", str(name), list(FAMILY_KEYS))
             )
     own = sections.get(family)
     return OmegaConf.merge(layer, own) if own else layer  # type: ignore[return-value]
@@ -394,7 +394,9 @@ def _parse_override(text: str) -> tuple[str, Any]:
     if value == "":
         return key, None
     try:  # YAML parsing: 3 -> int, 1e-4 -> float, [a,b] -> list, null -> None, pong -> str
-        return key, OmegaConf.create(f"v: {value}")["v"]
+        parsed = OmegaConf.create(f"v: {value}")
+        assert isinstance(parsed, DictConfig)
+        return key, parsed["v"]
     except Exception as err:
         raise ConfigError(f"cannot parse the value of override '{text}': {err}") from err
 

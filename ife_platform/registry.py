@@ -142,20 +142,6 @@ def _resolve(target: Any) -> Any:
     return obj
 
 
-_RAINBOW = {
-    "family": "rainbow",
-    "task": "ife_platform.tasks.rainbow:RainbowTask",
-    "network": "ife_platform.tasks.rainbow:build_network",
-    "weights_prefix": "online.",
-}
-_ACTOR_CRITIC = {
-    "family": "actor_critic",
-    "task": "ife_platform.tasks.a3c:ActorCriticTask",
-    "weights_prefix": "model.",
-    "losses": ("a2c",),
-    "frame_stack": 1,
-}
-
 _REGISTRY: dict[str, AgentSpec] = {}
 
 
@@ -198,21 +184,34 @@ def agents_of(family: str) -> list[str]:
     return sorted(n for n, s in _REGISTRY.items() if s.family == family)
 
 
-register(AgentSpec(name="rainbow_der", **_RAINBOW))
-register(AgentSpec(name="rainbow_fast", **_RAINBOW))
+def _rainbow(name: str) -> AgentSpec:
+    return AgentSpec(
+        name=name,
+        family="rainbow",
+        task="ife_platform.tasks.rainbow:RainbowTask",
+        network="ife_platform.tasks.rainbow:build_network",
+        weights_prefix="online.",
+    )
+
+
+def _actor_critic(name: str, network: str, extractors: tuple[str, ...]) -> AgentSpec:
+    return AgentSpec(
+        name=name,
+        family="actor_critic",
+        task="ife_platform.tasks.a3c:ActorCriticTask",
+        network=network,
+        weights_prefix="model.",
+        extractors=extractors,
+        losses=("a2c",),
+        frame_stack=1,
+    )
+
+
+register(_rainbow("rainbow_der"))
+register(_rainbow("rainbow_fast"))
 register(
-    AgentSpec(
-        name="a3c_lstm",
-        network="ife_platform.tasks.a3c:build_a3c_lstm",
-        extractors=("ife", "cnn_attention", "a3c_cnn"),
-        **_ACTOR_CRITIC,
+    _actor_critic(
+        "a3c_lstm", "ife_platform.tasks.a3c:build_a3c_lstm", ("ife", "cnn_attention", "a3c_cnn")
     )
 )
-register(
-    AgentSpec(
-        name="s3ta",
-        network="ife_platform.tasks.a3c:build_s3ta",
-        extractors=("s3ta",),
-        **_ACTOR_CRITIC,
-    )
-)
+register(_actor_critic("s3ta", "ife_platform.tasks.a3c:build_s3ta", ("s3ta",)))
