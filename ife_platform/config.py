@@ -344,7 +344,8 @@ def _family_layer(layer: DictConfig, family: str, source: str) -> DictConfig:
     for name in sections:
         if name not in FAMILY_KEYS:
             raise ConfigError(
-                f"{source}: family.{name}: " + choices_msg("agent family", str(name), list(FAMILY_KEYS))
+                f"{source}: family.{name}: "
+                + choices_msg("agent family", str(name), list(FAMILY_KEYS))
             )
     own = sections.get(family)
     return OmegaConf.merge(layer, own) if own else layer  # type: ignore[return-value]

@@ -13,7 +13,6 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "lint_layers.py"
 
 
-
 def _lint(root: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(SCRIPT), "--root", str(root)],
