@@ -24,6 +24,7 @@ ife continual SEQUENCE [key=value ...]     (SEQUENCE: demo3 | cora | sequence.ga
 ife continual-report PARENT_RUN_ID [PARENT_RUN_ID ...]
 ife ui [--port PORT] [tracking.uri=URI]
 ife presets
+ife config show [PRESET | FILE.yaml ...] [key=value ...]
 ife bench [--quick] [--sections env,learner,replay] [--json FILE]
 
 Presets: see `ife presets`. Common keys: agent=rainbow_der|rainbow_fast, env.game=pong,
@@ -296,6 +297,27 @@ def cmd_ui(args: list[str]) -> int:
     return 0  # pragma: no cover
 
 
+def cmd_config(args: list[str]) -> int:
+    """``ife config show [PRESET ...] [key=value ...]``: the resolved config, without running.
+
+    Prints the keys the chosen agent reads (other families' keys are left out), with every
+    preset, file and override applied and validated, as YAML that ``ife train FILE.yaml``
+    takes back.
+    """
+    if not args or args[0] != "show":
+        raise ConfigError("usage: ife config show [PRESET | FILE.yaml ...] [key=value ...]")
+    from omegaconf import OmegaConf
+
+    from ife_platform.config import agent_spec, family_view, to_container
+
+    cfg = compose(args[1:])
+    family = agent_spec(cfg.agent.name).family
+    tree = {"presets": {"agent": cfg.agent.name}, **family_view(to_container(cfg), family)}
+    print(f"# agent={cfg.agent.name} ({family} family); keys of other families left out")
+    print(OmegaConf.to_yaml(OmegaConf.create(tree)), end="")
+    return 0
+
+
 def cmd_presets(args: list[str]) -> int:
     """``ife presets``: list the shipped presets per group."""
     from ife_platform.config import GROUPS, available_presets
@@ -317,6 +339,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "ui": cmd_ui,
     "presets": cmd_presets,
+    "config": cmd_config,
     "bench": cmd_bench,
     "explain": cmd_explain,
     "compare": cmd_compare,

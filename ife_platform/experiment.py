@@ -27,7 +27,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from ife_platform.agents import LoadedAgent, load_agent, log_run
-from ife_platform.config import ConfigError, agent_spec, to_container, to_yaml
+from ife_platform.config import ConfigError, agent_spec, family_view, to_container, to_yaml
 from ife_platform.evaluation import EvalResult
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "evaluate",
     "load_agent",
     "resolve_resume",
+    "run_params",
     "total_epochs",
     "train",
     "trainer_kwargs",
@@ -148,6 +149,29 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def run_params(cfg: DictConfig, uri: str, *, in_sequence: bool = False) -> dict[str, Any]:
+    """The config as a run's MLflow params: only what the run uses, with resolved values.
+
+    Keys of other agent families are left out (:func:`~ife_platform.config.family_view`),
+    so are ``explain.*`` (read by ``ife explain``, logged there) and ``sequence.*`` outside a
+    continual sequence. The tracking store, accelerator, devices and precision are the
+    values the run actually got (``auto`` resolved). The full resolved config stays in the
+    run's ``config.yaml`` artifact.
+    """
+    tree = family_view(to_container(cfg), agent_spec(cfg.agent.name).family)
+    tree.pop("explain", None)
+    if not in_sequence:
+        tree.pop("sequence", None)
+    tree["tracking"]["uri"] = uri
+    device = trainer_kwargs(cfg)
+    tree["trainer"].update(
+        accelerator=device["accelerator"],
+        devices=device["devices"],
+        precision=device["precision"],
+    )
+    return tree
+
+
 def _open_run(
     cfg: DictConfig,
     uri: str,
@@ -175,7 +199,8 @@ def _open_run(
     if resumed_run:  # params are immutable in MLflow: keep the resumed config as a file
         client.log_text(run_id, to_yaml(cfg), f"config_resume_{Path(str(ckpt_path)).stem}.yaml")
     else:
-        log_config(to_yaml(cfg), to_container(cfg), run_id=run_id, client=client)
+        params = run_params(cfg, uri, in_sequence=parent_run_id is not None)
+        log_config(to_yaml(cfg), params, run_id=run_id, client=client)
     log_environment(run_id=run_id, client=client)
     client.set_tag(run_id, "ife.checkpoint_dir", str(out_dir / "checkpoints"))
     return run_id

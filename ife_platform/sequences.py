@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ife_platform.callbacks.continual import SequenceEvaluation
-from ife_platform.config import ConfigError, agent_spec, choices_msg, to_container
+from ife_platform.config import ConfigError, agent_spec, choices_msg
 from ife_platform.continual import metrics as CM
 from ife_platform.continual import transfer as T
 from ife_platform.envs import eval_env_kwargs
@@ -321,6 +321,7 @@ class SequenceRunner:
         import mlflow
 
         from ife_platform.config import to_yaml
+        from ife_platform.experiment import run_params
         from ife_platform.tracking import (
             check_tracking_reachable,
             ensure_experiment,
@@ -351,7 +352,8 @@ class SequenceRunner:
                 run_name=f"sequence-{q.name}-{q.mode}",
                 tags={"ife.kind": "sequence", "ife.sequence": q.name},
             ).info.run_id
-            log_config(to_yaml(cfg), to_container(cfg), run_id=parent, client=client)
+            params = run_params(cfg, uri, in_sequence=True)
+            log_config(to_yaml(cfg), params, run_id=parent, client=client)
             log_environment(run_id=parent, client=client)
             self.progress = {
                 "parent_run_id": parent,

@@ -32,6 +32,10 @@ def test_actor_critic_trains_with_two_actor_processes(
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("ife").experiment_id])
     run_id = run.info.run_id
+    # the params hold only what an actor-critic run reads (issue 11)
+    assert run.data.params["agent.rollout"] == "20"
+    assert not any(k.startswith(("replay.", "explain.", "sequence.")) for k in run.data.params)
+    assert "agent.n_step" not in run.data.params and "model.noisy" not in run.data.params
     m = run.data.metrics
     for key in ("train/policy_loss", "train/value_loss", "train/entropy", "train/mask_entropy"):
         assert key in m, key

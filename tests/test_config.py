@@ -155,3 +155,17 @@ def test_family_view_drops_other_families_and_removed_keys() -> None:
     rainbow = family_view(tree, "rainbow")
     assert rainbow["replay"] == {"capacity": 10} and "rollout" not in rainbow["agent"]
     assert rainbow["model"] == {"extractor": "ife", "noisy": True}
+
+
+def test_config_show_prints_the_agents_keys_and_round_trips(capsys, tmp_path) -> None:
+    assert main(["config", "show", "agent=a3c_lstm", "env.game=breakout", "seed=3"]) == 0
+    text = capsys.readouterr().out
+    assert "rollout: 20" in text and "game: breakout" in text
+    assert "  n_step:" not in text and "\nreplay:" not in text  # Rainbow keys left out
+    path = tmp_path / "shown.yaml"
+    path.write_text(text)
+    again = compose([str(path)])  # what it prints runs as it was shown
+    assert again == compose(["agent=a3c_lstm", "env.game=breakout", "seed=3"])
+    assert main(["config", "show", "agent=a3c_lstm", "agent.n_step=5"]) == 2
+    assert "rainbow family" in capsys.readouterr().err
+    assert main(["config"]) == 2

@@ -56,8 +56,19 @@ def test_cli_train_logs_run_then_resume_continues(workdir: Path) -> None:
     run_id = run.info.run_id
     assert run.info.status == "FINISHED"
     # params (flattened resolved config), versions and git as tags
-    assert run.data.params["env.game"] == "breakout"
-    assert run.data.params["model.extractor"] == "ife"
+    params = run.data.params
+    assert params["env.game"] == "breakout"
+    assert params["model.extractor"] == "ife"
+    # only what a Rainbow run reads, with resolved values (issue 11)
+    for absent in ("agent.actors", "agent.gae_lambda", "agent.lstm_hidden", "sequence.games"):
+        assert absent not in params, absent
+    assert not any(k.startswith(("explain.", "sequence.")) for k in params)
+    assert params["agent.n_step"] == "3" and params["replay.capacity"] == "2000"
+    assert params["tracking.uri"] == uri
+    assert (params["trainer.accelerator"], params["trainer.precision"]) == ("cpu", "32-true")
+    assert "explain:" in client.download_artifacts(run_id, "config.yaml", str(workdir)) and (
+        Path(workdir / "config.yaml").read_text().count("sequence:") == 1
+    )  # the full resolved config stays an artifact
     assert run.data.tags["version.torchrl"].startswith("0.14")
     assert "git.commit" in run.data.tags
     # metrics: loss terms, counters, rates, mask entropy, evaluation score and HNS
