@@ -52,6 +52,7 @@ from ife_platform.rainbow.replay import (
     importance_weights,
     priority_quantiles,
 )
+from ife_platform.registry import get_agent
 from ife_platform.scores import has_reference, human_normalized_score
 
 log = logging.getLogger(__name__)
@@ -224,8 +225,9 @@ class RainbowTask(L.LightningModule):
         spec = atari_spec(cfg.env.game, cfg.env.full_action_space)
         self.num_actions = spec.num_actions
         torch.manual_seed(cfg.seed)  # initial weights: same seed -> same network on every rank
-        self.online = build_network(cfg, spec.num_actions)
-        self.target = build_network(cfg, spec.num_actions)
+        agent = get_agent(cfg.agent.name)  # the registry's builder (a registered agent's own)
+        self.online = agent.build_network(cfg, spec.num_actions)
+        self.target = agent.build_network(cfg, spec.num_actions)
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
         self.actor = Actor(self.online, epsilon=cfg.agent.epsilon_start, seed=cfg.seed)
