@@ -91,7 +91,7 @@ def test_a_registered_agent_trains_evaluates_resumes_and_runs_a_sequence(
 
     # train: the registry's task with the registry's network builder
     first = experiment.train(compose(args))
-    assert BUILT and first.task.online.head.hidden == 16  # our builder built it
+    assert BUILT and first.task.online.head.q[0].out_features == 16  # our builder built it
     assert first.evaluation is not None and len(first.evaluation.returns) == 1
     client = MlflowClient(first.tracking_uri)
     run = client.get_run(first.run_id)
