@@ -86,7 +86,10 @@ class FeatureExtractor(nn.Module):
                 f"inputs, got {tuple(obs.shape[-2:])}"
             )
         if obs.dtype == torch.uint8:
-            dtype = next(self.parameters()).dtype
+            # the weights' dtype; TorchRL's functional calls (target networks in its losses)
+            # hold the weights as plain tensors, with no registered parameter left
+            param = next(self.parameters(), None)
+            dtype = param.dtype if param is not None else torch.get_default_dtype()
             obs = obs.to(dtype) / 255.0
         return self.encode(obs)
 
