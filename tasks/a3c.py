@@ -28,27 +28,21 @@ actor-learner setups, without IMPALA's V-trace correction.
 from __future__ import annotations
 
 import functools
-import random
-import time
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-import lightning as L
-import numpy as np
 import torch
+from ife_platform.tasks.base import AgentTask, Collected, finished_episodes, mask_entropy
 from omegaconf import DictConfig
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from torch import nn
 
 from ife_platform.a3c.losses import actor_critic_loss, gae
-from ife_platform.checkpoint import restore_rng, rng_state
 from ife_platform.config import to_container
-from ife_platform.envs import AtariVecEnv, atari_spec
+from ife_platform.envs import AtariVecEnv
 from ife_platform.optim import make_adam
 from ife_platform.registry import get_agent
-from ife_platform.scores import has_reference, human_normalized_score
 
 
 def build_a3c_lstm(cfg: DictConfig, num_actions: int) -> nn.Module:
@@ -153,7 +147,7 @@ def _make_env(cfg_env: dict[str, Any], seed: int) -> AtariVecEnv:
     )
 
 
-class ActorCriticTask(L.LightningModule):
+class ActorCriticTask(AgentTask):
     """A3C-LSTM or S3TA trained from asynchronous actor processes (see the module docstring).
 
     Args:
@@ -161,25 +155,12 @@ class ActorCriticTask(L.LightningModule):
     """
 
     def __init__(self, cfg: DictConfig) -> None:
-        super().__init__()
-        self.automatic_optimization = False
-        self.cfg = cfg
-        spec = atari_spec(cfg.env.game, cfg.env.full_action_space)
-        self.num_actions = spec.num_actions
-        torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg, spec.num_actions)
-        self.env_steps = 0
-        self.updates = 0
-        self.episodes = 0
-        self.restarts = 0
-        self.recent_returns: deque[float] = deque(maxlen=20)
-        self._pending_episodes: list[tuple[float, int]] = []
-        self._last_log: tuple[float, int, int] | None = None
+        super().__init__(cfg)
+        self.model = self.build_network()
         self._collector: Any = None
         # The actors' policy template lives outside the module tree: it must not be
         # checkpointed, moved to the learner's device or counted as learner parameters.
         self._acting: dict[str, nn.Module] = {}
-        self.run_id: str | None = None
         self.last_lag: tuple[float, float] = (0.0, 0.0)
 
     # The evaluation code and callbacks look for the network that acts greedily.
@@ -195,7 +176,7 @@ class ActorCriticTask(L.LightningModule):
 
         a, e = self.cfg.agent, self.cfg.env
         cfg_env = to_container(e)
-        base = self.cfg.seed * 1_000_003 + self.global_rank * 10_007 + self.restarts * 101
+        base = self.env_seed()
         makers = [functools.partial(_make_env, cfg_env, base + 997 * i) for i in range(a.actors)]
         actor = RecurrentActor(build_acting_model(self.cfg, self.num_actions))
         n_state = len(self.model.initial_state(1))
@@ -222,15 +203,9 @@ class ActorCriticTask(L.LightningModule):
         return collector
 
     def on_fit_start(self) -> None:  # noqa: D102
-        seed = self.cfg.seed + 1000 * self.global_rank
-        if not self._restored_rng:
-            torch.manual_seed(seed)
-            np.random.seed(seed % 2**32)
-            random.seed(seed)
+        self.seed_everything()
         self._collector = self.build_collector()
-        self._push_weights()
-
-    _restored_rng = False
+        self.push_weights()
 
     def on_fit_end(self) -> None:  # noqa: D102
         self.shutdown_collector()
@@ -247,7 +222,7 @@ class ActorCriticTask(L.LightningModule):
     def train_dataloader(self) -> Any:  # noqa: D102
         return _Rollouts(self)
 
-    def _push_weights(self) -> None:
+    def push_weights(self) -> None:
         """Copy the learner's weights and version into the actors (shared memory)."""
         assert self._acting and self._collector is not None, "build_collector first"
         actor = self._acting["actor"]
@@ -261,21 +236,13 @@ class ActorCriticTask(L.LightningModule):
             actor.version.fill_(self.updates)
         self._collector.update_policy_weights_(TensorDict.from_module(self._acting["policy"]))
 
-    def _record(self, batch: TensorDict) -> None:
-        nxt = batch["next"]
-        done = nxt["done"].squeeze(-1)
-        if done.any():
-            for ret, length in zip(
-                nxt["episode_return"].squeeze(-1)[done].tolist(),
-                nxt["episode_length"].squeeze(-1)[done].tolist(),
-                strict=True,
-            ):
-                self.episodes += 1
-                self.recent_returns.append(ret)
-                self._pending_episodes.append((ret, int(length)))
-
     # -- learning ----------------------------------------------------------------------------
-    def _loss(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+    def loss(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+        """Loss terms of one batch of rollouts ``[N envs, T steps]``.
+
+        ``loss`` (what is optimised), ``loss_policy``, ``loss_value``, ``entropy``, the
+        policy lag of the acting weights and, with attention, ``mask_entropy``.
+        """
         a, e = self.cfg.agent, self.cfg.env
         tb = batch.transpose(0, 1)  # [T, N]: the rollout axis first
         obs = tb["pixels"]
@@ -307,8 +274,7 @@ class ActorCriticTask(L.LightningModule):
             value_coef=a.value_coef,
         )
         if mask is not None:
-            m = mask.detach().flatten(1).float()
-            terms["mask_entropy"] = -(m * (m + 1e-12).log()).sum(-1).mean()
+            terms["mask_entropy"] = mask_entropy(mask)
         version = batch["policy_version"].float()
         terms["policy_lag_mean"] = self.updates - version.mean()
         terms["policy_lag_max"] = self.updates - version.min()
@@ -317,7 +283,7 @@ class ActorCriticTask(L.LightningModule):
     def training_step(self, batch: TensorDict, batch_idx: int) -> dict[str, torch.Tensor]:  # noqa: D102
         opt = self.optimizers()
         batch = batch.to(self.device)
-        terms = self._loss(batch)
+        terms = self.loss(batch)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(terms["loss"])
         self.clip_gradients(
@@ -325,62 +291,14 @@ class ActorCriticTask(L.LightningModule):
         )
         opt.step()
         self.updates += 1
-        self._push_weights()
+        self.push_weights()
         self.last_lag = (float(terms["policy_lag_mean"]), float(terms["policy_lag_max"]))
-        if self.updates % self.cfg.trainer.log_every_updates == 0 or self.updates == 1:
-            self._log_progress(terms)
+        if self.should_log():
+            self.log_progress(terms)
         return {k: v.detach() for k, v in terms.items() if v.ndim == 0}
-
-    def _log_progress(self, terms: dict[str, torch.Tensor]) -> None:
-        now = time.perf_counter()
-        metrics = {k: float(v.detach()) for k, v in terms.items() if v.ndim == 0}
-        if self._last_log is not None:
-            t, steps, updates = self._last_log
-            metrics["steps_per_s"] = (self.env_steps - steps) / max(now - t, 1e-9)
-            metrics["updates_per_s"] = (self.updates - updates) / max(now - t, 1e-9)
-        self._last_log = (now, self.env_steps, self.updates)
-        metrics.update(env_steps=float(self.env_steps), updates=float(self.updates))
-        if self.logger is not None and self.global_rank == 0:
-            self.logger.log_metrics({f"train/{k}": v for k, v in metrics.items()}, self.env_steps)
-            game = self.cfg.env.game
-            for ret, length in self._pending_episodes:
-                episode = {"episode/return": ret, "episode/length": float(length)}
-                if has_reference(game):
-                    episode["episode/hns"] = human_normalized_score(game, ret)
-                self.logger.log_metrics(episode, step=self.env_steps)
-        self._pending_episodes.clear()
-        self.log("sps", metrics.get("steps_per_s", 0.0), prog_bar=True, logger=False)
-        if self.recent_returns:
-            self.log("return", float(np.mean(self.recent_returns)), prog_bar=True, logger=False)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:  # noqa: D102
         return make_adam(self.model.parameters(), self.cfg.optim)
-
-    # -- checkpoints -------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
-        checkpoint["ife"] = {
-            "config": to_container(self.cfg),
-            "run_id": self.run_id,
-            "num_actions": self.num_actions,
-            "counters": {
-                "env_steps": self.env_steps,
-                "updates": self.updates,
-                "episodes": self.episodes,
-                "restarts": self.restarts,
-            },
-            "rng": rng_state(),
-            "recent_returns": list(self.recent_returns),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
-        state = checkpoint["ife"]
-        c = state["counters"]
-        self.env_steps, self.updates = int(c["env_steps"]), int(c["updates"])
-        self.episodes = int(c["episodes"])
-        self.restarts = int(c["restarts"]) + 1  # games in flight restart with fresh seeds
-        restore_rng(state["rng"])
-        self._restored_rng = True
-        self.recent_returns.extend(state["recent_returns"])
 
 
 class _Rollouts:
@@ -401,6 +319,5 @@ class _Rollouts:
         )
         while task.env_steps < end:
             batch = next(self._it)  # [N envs, T steps] of one actor
-            task.env_steps += batch.numel()
-            task._record(batch)
+            task.on_collected(Collected(batch.numel(), episodes=finished_episodes(batch)))
             yield batch

@@ -21,27 +21,22 @@ With DDP each rank builds its own env (seeded by rank), collector and replay in
 from __future__ import annotations
 
 import logging
-import random
 import shutil
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import numpy as np
 import torch
+from ife_platform.tasks.base import AgentTask, Collected, finished_episodes, mask_entropy
 from omegaconf import DictConfig
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from torchrl.collectors import Collector
 from torchrl.data import TensorDictPrioritizedReplayBuffer
 
-from ife_platform.checkpoint import restore_rng, rng_state
-from ife_platform.config import to_container
-from ife_platform.envs import AtariVecEnv, atari_spec
+from ife_platform.envs import AtariVecEnv
 from ife_platform.extractors import extractor_kwargs
 from ife_platform.optim import make_adam
 from ife_platform.rainbow.agent import Actor, QNetwork, build_q_network, linear_schedule
@@ -52,8 +47,6 @@ from ife_platform.rainbow.replay import (
     importance_weights,
     priority_quantiles,
 )
-from ife_platform.registry import get_agent
-from ife_platform.scores import has_reference, human_normalized_score
 
 log = logging.getLogger(__name__)
 
@@ -138,18 +131,14 @@ class StepConstants:
         )
 
 
-def env_seed(seed: int, rank: int, restart: int = 0) -> int:
-    """Seed of env 0 of a rank: ranks and restarts (resumes) get disjoint seed ranges."""
-    return seed * 1_000_003 + rank * 10_007 + restart * 101
-
-
 class ReplayStream:
     """The training "dataloader": collect, store n-step transitions, sample prioritized batches.
 
     One iteration is one Lightning epoch of ``steps_per_epoch`` agent steps (or until the
-    budget ``total_steps`` is reached). Agent steps count transitions over all envs of the rank.
-    Before ``learning_starts`` nothing is yielded; afterwards each collected agent step adds
-    ``updates_per_step`` update credits and every whole credit yields one sampled batch.
+    budget ``total_steps`` is reached). After every collected vector step the stream reports
+    what it collected (:class:`~ife_platform.tasks.base.Collected`) to the task, which counts
+    it and answers how many updates are now due (:meth:`RainbowTask.on_collected`); the
+    stream yields one sampled batch per update.
     """
 
     def __init__(
@@ -175,19 +164,18 @@ class ReplayStream:
         while task.env_steps < epoch_end:
             t0 = time.perf_counter()
             batch = next(self._it)  # [N, T]
-            task.collect_time += time.perf_counter() - t0
-            self._store(batch)
-            task.env_steps += batch.numel()
-            task.actor.epsilon = task.epsilon()
-            if task.env_steps <= k.learning_starts or len(self.replay) == 0:
-                continue  # updates start with the first agent step after learning_starts
-            task.update_credit += batch.numel() * k.updates_per_step
-            while task.update_credit >= 1.0:
-                task.update_credit -= 1.0
+            seconds = time.perf_counter() - t0
+            episodes = self.store(batch)
+            due = task.on_collected(Collected(batch.numel(), seconds, episodes))
+            for _ in range(due if len(self.replay) else 0):
                 task.replay_beta(self.replay)
                 yield self.replay.sample()
 
-    def _store(self, batch: TensorDict) -> None:
+    def store(self, batch: TensorDict) -> list[tuple[float, int]]:
+        """Push one collected vector step through the n-step accumulator into the replay.
+
+        Returns the (raw score, length) of the games that ended in it.
+        """
         k = self.task.k
         nxt = batch["next"]
         reward = nxt["reward"].squeeze(-1)
@@ -202,14 +190,10 @@ class ReplayStream:
         )
         if ready.batch_size[0] > 0:  # (TensorDict.numel() is 1 for an empty batch)
             self.replay.extend(ready)
-        if done.any():
-            returns = nxt["episode_return"].squeeze(-1)[done]
-            lengths = nxt["episode_length"].squeeze(-1)[done]
-            for ret, length in zip(returns.tolist(), lengths.tolist(), strict=True):
-                self.task.record_episode(ret, int(length))
+        return finished_episodes(batch)
 
 
-class RainbowTask(L.LightningModule):
+class RainbowTask(AgentTask):
     """Rainbow (DER or Fast-Rainbow profile, any extractor) trained from a TorchRL collector.
 
     Args:
@@ -217,32 +201,19 @@ class RainbowTask(L.LightningModule):
             the composition root: it turns config groups into explicit constructor arguments.
     """
 
+    counter_names = (*AgentTask.counter_names, "update_credit")
+
     def __init__(self, cfg: DictConfig) -> None:
-        super().__init__()
-        self.automatic_optimization = False
-        self.cfg = cfg
+        super().__init__(cfg)
         self.k = StepConstants.from_config(cfg)
-        spec = atari_spec(cfg.env.game, cfg.env.full_action_space)
-        self.num_actions = spec.num_actions
-        torch.manual_seed(cfg.seed)  # initial weights: same seed -> same network on every rank
-        agent = get_agent(cfg.agent.name)  # the registry's builder (a registered agent's own)
-        self.online = agent.build_network(cfg, spec.num_actions)
-        self.target = agent.build_network(cfg, spec.num_actions)
+        self.online = self.build_network()
+        self.target = self.build_network()
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
         self.actor = Actor(self.online, epsilon=cfg.agent.epsilon_start, seed=cfg.seed)
-        # Counters (checkpointed). Agent steps are per rank.
-        self.env_steps = 0
-        self.updates = 0
-        self.episodes = 0
-        self.update_credit = 0.0
-        self.restarts = 0
+        self.update_credit = 0.0  # updates owed to collected steps (replay ratio), checkpointed
         self.collect_time = 0.0
-        self.recent_returns: deque[float] = deque(maxlen=20)
         self._stream: ReplayStream | None = None
-        self._last_log: tuple[float, int, int] | None = None
-        self._pending_episodes: list[tuple[float, int]] = []
-        self.run_id: str | None = None  # MLflow run, stored in checkpoints
 
     # -- schedules ---------------------------------------------------------------------------
     def epsilon(self) -> float:
@@ -268,6 +239,22 @@ class RainbowTask(L.LightningModule):
         replay.sampler.beta = beta
         return beta
 
+    def on_collected(self, report: Collected) -> int:  # type: ignore[override]
+        """Count a collected vector step; returns the number of updates now due.
+
+        Updates start with the first agent step after ``learning_starts``; every collected
+        step then owes ``updates_per_step`` updates (the replay ratio), paid in whole updates.
+        """
+        super().on_collected(report)
+        self.collect_time += report.seconds
+        self.actor.epsilon = self.epsilon()
+        if self.env_steps <= self.k.learning_starts:
+            return 0
+        self.update_credit += report.steps * self.k.updates_per_step
+        due = int(self.update_credit)
+        self.update_credit -= due
+        return due
+
     # -- data --------------------------------------------------------------------------------
     def build_replay(self) -> TensorDictPrioritizedReplayBuffer:
         """Prioritized replay over a lazily allocated tensor storage (uint8 pixels stay uint8)."""
@@ -288,7 +275,7 @@ class RainbowTask(L.LightningModule):
         env = AtariVecEnv(
             e.game,
             e.num_envs,
-            seed=env_seed(self.cfg.seed, self.global_rank, self.restarts),
+            seed=self.env_seed(),
             sticky_actions=e.sticky_actions,
             full_action_space=e.full_action_space,
             noop_max=e.noop_max,
@@ -313,13 +300,11 @@ class RainbowTask(L.LightningModule):
 
     replay: TensorDictPrioritizedReplayBuffer | None = None
 
+    def seed_extra(self, seed: int) -> None:  # noqa: D102
+        self.actor.generator.manual_seed(seed)
+
     def on_fit_start(self) -> None:  # noqa: D102
-        seed = self.cfg.seed + 1000 * self.global_rank
-        if not self._restored_rng:  # a resumed run continues the RNG streams it saved
-            torch.manual_seed(seed)
-            np.random.seed(seed % 2**32)
-            random.seed(seed)
-            self.actor.generator.manual_seed(seed)
+        self.seed_everything()
         self._stream = self.build_stream()
         self.replay = self._stream.replay
         if self._replay_dir is not None:
@@ -333,8 +318,6 @@ class RainbowTask(L.LightningModule):
                 "(set replay.save_buffer=true to checkpoint it)"
             )
 
-    _restored_rng = False
-
     def train_dataloader(self) -> Any:  # noqa: D102
         # Lightning accepts any iterable; the stream is built in on_fit_start (module on device).
         return _LazyIterable(self)
@@ -343,14 +326,13 @@ class RainbowTask(L.LightningModule):
         if self._stream is not None:
             self._stream.collector.shutdown()
 
-    def record_episode(self, ret: float, length: int) -> None:
-        """Called by the stream for every finished game (raw, unclipped score)."""
-        self.episodes += 1
-        self.recent_returns.append(ret)
-        self._pending_episodes.append((ret, length))
-
     # -- learning ----------------------------------------------------------------------------
-    def _loss(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+    def loss(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+        """Loss terms of one sampled batch.
+
+        ``loss`` (what is optimised), ``loss_ce`` or ``loss_huber``, ``td_error`` (the new
+        priorities), ``q_mean``, ``is_weight_mean`` and, with attention, ``mask_entropy``.
+        """
         obs, next_obs = batch["obs"], batch["next_obs"]
         action = batch["action"].long()
         reward, discount = batch["reward"].float(), batch["discount"].float()
@@ -391,14 +373,13 @@ class RainbowTask(L.LightningModule):
             )
         terms["is_weight_mean"] = weights.mean()
         if mask is not None:
-            m = mask.detach().flatten(1).float()
-            terms["mask_entropy"] = -(m * (m + 1e-12).log()).sum(-1).mean()
+            terms["mask_entropy"] = mask_entropy(mask)
         return terms
 
     def training_step(self, batch: TensorDict, batch_idx: int) -> dict[str, torch.Tensor]:  # noqa: D102
         opt = self.optimizers()
         batch = batch.to(self.device)
-        terms = self._loss(batch)
+        terms = self.loss(batch)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(terms["loss"])
         self.clip_gradients(opt, gradient_clip_val=self.k.grad_clip, gradient_clip_algorithm="norm")
@@ -409,77 +390,40 @@ class RainbowTask(L.LightningModule):
         self.replay.update_tensordict_priority(batch.cpu())
         if self.updates % self.k.target_update_period == 0:
             self.target.load_state_dict(self.online.state_dict())
-        if self.updates % self.k.log_every_updates == 0 or self.updates == 1:
-            self._log_progress(terms)
+        if self.should_log():
+            # The priorities behind the importance weights (stored p^alpha, whole buffer): a
+            # near-zero minimum is what shrank every update under buffer-wide normalisation.
+            p_min, p_median, p_max = priority_quantiles(self.replay)
+            self.log_progress(
+                terms,
+                {
+                    "epsilon": self.actor.epsilon,
+                    "beta": float(self.replay.sampler.beta),
+                    "replay_size": float(len(self.replay)),
+                    "priority_min": p_min,
+                    "priority_median": p_median,
+                    "priority_max": p_max,
+                },
+            )
         # Returned for observers (callbacks' on_train_batch_end); nothing downstream optimises it.
         return {k: v.detach() for k, v in terms.items() if v.ndim == 0}
-
-    def _log_progress(self, terms: dict[str, torch.Tensor]) -> None:
-        now = time.perf_counter()
-        if self._last_log is None:
-            sps = ups = 0.0
-        else:
-            t, steps, updates = self._last_log
-            sps = (self.env_steps - steps) / max(now - t, 1e-9)
-            ups = (self.updates - updates) / max(now - t, 1e-9)
-        self._last_log = (now, self.env_steps, self.updates)
-        metrics = {k: v.detach().float() for k, v in terms.items() if v.ndim == 0}
-        metrics.update(
-            env_steps=float(self.env_steps),
-            updates=float(self.updates),
-            epsilon=self.actor.epsilon,
-            beta=float(self.replay.sampler.beta),
-            replay_size=float(len(self.replay)),
-        )
-        # The priorities behind the importance weights (stored p^alpha, whole buffer): a
-        # near-zero minimum is what shrank every update under buffer-wide normalisation.
-        p_min, p_median, p_max = priority_quantiles(self.replay)
-        metrics.update(priority_min=p_min, priority_median=p_median, priority_max=p_max)
-        if sps > 0:
-            metrics.update(steps_per_s=sps, updates_per_s=ups)
-        # Every MLflow metric of the platform uses agent steps as its x-axis (not updates).
-        if self.logger is not None and self.global_rank == 0:
-            self.logger.log_metrics(
-                {f"train/{k}": float(v) for k, v in metrics.items()}, step=self.env_steps
-            )
-        self.log("sps", sps, prog_bar=True, logger=False, rank_zero_only=True)
-        if self.recent_returns:
-            self.log("return", float(np.mean(self.recent_returns)), prog_bar=True, logger=False)
-        self._flush_episodes()
-
-    def _flush_episodes(self) -> None:
-        if not self._pending_episodes or self.logger is None or self.global_rank != 0:
-            self._pending_episodes.clear()
-            return
-        game = self.cfg.env.game
-        for ret, length in self._pending_episodes:
-            metrics = {"episode/return": ret, "episode/length": float(length)}
-            if has_reference(game):
-                metrics["episode/hns"] = human_normalized_score(game, ret)
-            self.logger.log_metrics(metrics, step=self.env_steps)
-        self._pending_episodes.clear()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:  # noqa: D102
         # Frozen parameters (continual transfer modes) are left out by make_adam.
         return make_adam(self.online.parameters(), self.cfg.optim)
 
     # -- checkpoints -------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
-        checkpoint["ife"] = {
-            "config": to_container(self.cfg),
-            "run_id": self.run_id,
-            "num_actions": self.num_actions,
-            "counters": {
-                "env_steps": self.env_steps,
-                "updates": self.updates,
-                "episodes": self.episodes,
-                "update_credit": self.update_credit,
-                "restarts": self.restarts,
-            },
-            "rng": {**rng_state(), "actor": self.actor.generator.get_state()},
-            "recent_returns": list(self.recent_returns),
-            "replay_dir": self._dump_replay(),
-        }
+    def extra_rng_state(self) -> dict[str, Any]:  # noqa: D102
+        return {"actor": self.actor.generator.get_state()}
+
+    def restore_extra_rng(self, rng: dict[str, Any]) -> None:  # noqa: D102
+        self.actor.generator.set_state(rng["actor"])
+
+    def extra_checkpoint_state(self) -> dict[str, Any]:  # noqa: D102
+        return {"replay_dir": self._dump_replay()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: D102
+        self._replay_dir = state.get("replay_dir")
 
     def _dump_replay(self) -> str | None:
         """With ``replay.save_buffer``, write this rank's buffer beside the checkpoints.
@@ -499,20 +443,6 @@ class RainbowTask(L.LightningModule):
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)  # a crash mid-dump never leaves a half-written buffer under the name
         return pattern
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
-        state = checkpoint["ife"]
-        c = state["counters"]
-        self.env_steps, self.updates = int(c["env_steps"]), int(c["updates"])
-        self.episodes, self.update_credit = int(c["episodes"]), float(c["update_credit"])
-        # Env emulator state is not restorable: games restart, with fresh seeds per restart.
-        self.restarts = int(c["restarts"]) + 1
-        rng = state["rng"]
-        restore_rng(rng)
-        self.actor.generator.set_state(rng["actor"])
-        self._restored_rng = True
-        self.recent_returns.extend(state["recent_returns"])
-        self._replay_dir = state.get("replay_dir")
 
     _replay_dir: str | None = None
 

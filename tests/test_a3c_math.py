@@ -115,13 +115,13 @@ AC_RETURNS = torch.tensor([[3.0], [1.0]])
 
 def test_actor_critic_loss_terms_hand_checked():
     out = actor_critic_loss(LOGITS, AC_VALUES, ACTIONS, ADVANTAGES, AC_RETURNS)
-    assert set(out) == {"loss", "policy_loss", "value_loss", "entropy"}
-    close(out["policy_loss"], 2 * math.log(2.0))
-    close(out["policy_loss"], 1.3862944)
-    close(out["value_loss"], 1.25)
+    assert set(out) == {"loss", "loss_policy", "loss_value", "entropy"}
+    close(out["loss_policy"], 2 * math.log(2.0))
+    close(out["loss_policy"], 1.3862944)
+    close(out["loss_value"], 1.25)
     close(out["entropy"], 0.6277412)
     close(out["loss"], 2.0050170)
-    for name in ("policy_loss", "value_loss", "entropy"):
+    for name in ("loss_policy", "loss_value", "entropy"):
         assert not out[name].requires_grad
 
 

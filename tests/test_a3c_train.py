@@ -37,7 +37,7 @@ def test_actor_critic_trains_with_two_actor_processes(
     assert not any(k.startswith(("replay.", "explain.", "sequence.")) for k in run.data.params)
     assert "agent.n_step" not in run.data.params and "model.noisy" not in run.data.params
     m = run.data.metrics
-    for key in ("train/policy_loss", "train/value_loss", "train/entropy", "train/mask_entropy"):
+    for key in ("train/loss_policy", "train/loss_value", "train/entropy", "train/mask_entropy"):
         assert key in m, key
     # 2 actors: an update uses rollouts acted by weights at most a few updates old
     assert 0 <= m["train/policy_lag_max"] <= 8
@@ -70,7 +70,7 @@ def test_actors_act_with_pushed_weights() -> None:
         it = iter(task._collector)
         assert int(next(it)["policy_version"].max()) == 0
         task.updates = 7  # as after 7 updates
-        task._push_weights()
+        task.push_weights()
         versions = [int(next(it)["policy_version"].min()) for _ in range(8)]
         # batches already in flight (at most one queued and one being collected per actor)
         # may be older; once an actor has the new weights it keeps them, so the last batches

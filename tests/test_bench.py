@@ -78,7 +78,7 @@ def test_learner_rates_platform_and_bare_loop_are_positive() -> None:
 
 
 def test_bare_loop_nstep_windows() -> None:
-    ns = bench._NStep(3, 0.5)
+    ns = bench.BareNStep(3, 0.5)
     assert ns.push("s0", 0, 1.0, False, False, "s1") == []
     assert ns.push("s1", 1, 2.0, False, False, "s2") == []
     (t,) = ns.push("s2", 2, 4.0, False, False, "s3")  # full window: G = 1 + 0.5*2 + 0.25*4

@@ -134,7 +134,7 @@ def test_both_losses_use_the_configured_weights(workdir: Path, agent: str, norm:
         },
         batch_size=[3],
     )
-    terms = task._loss(batch)
+    terms = task.loss(batch)
     w = {"batch": [0.5, 1.0, 0.25], "buffer": [0.05, 0.1, 0.025]}[norm]
     assert terms["is_weight_mean"].item() == pytest.approx(sum(w) / 3)
     per_sample = terms["td_error"]  # C51: the cross-entropy itself; Fast: |delta|

@@ -66,9 +66,8 @@ def test_cli_train_logs_run_then_resume_continues(workdir: Path) -> None:
     assert params["agent.n_step"] == "3" and params["replay.capacity"] == "2000"
     assert params["tracking.uri"] == uri
     assert (params["trainer.accelerator"], params["trainer.precision"]) == ("cpu", "32-true")
-    assert "explain:" in client.download_artifacts(run_id, "config.yaml", str(workdir)) and (
-        Path(workdir / "config.yaml").read_text().count("sequence:") == 1
-    )  # the full resolved config stays an artifact
+    full = Path(client.download_artifacts(run_id, "config.yaml", str(workdir))).read_text()
+    assert "explain:" in full and "sequence:" in full  # the full config stays an artifact
     assert run.data.tags["version.torchrl"].startswith("0.14")
     assert "git.commit" in run.data.tags
     # metrics: loss terms, counters, rates, mask entropy, evaluation score and HNS

@@ -118,7 +118,7 @@ def actor_critic_loss(
 
     Returns:
         ``loss`` (scalar to optimise, with gradient) and the detached terms for logging:
-        ``policy_loss``, ``value_loss``, ``entropy``.
+        ``loss_policy``, ``loss_value`` (the platform's ``loss_*`` names), ``entropy``.
     """
     if logits.shape[:-1] != values.shape or actions.shape != values.shape:
         raise ValueError(
@@ -133,7 +133,7 @@ def actor_critic_loss(
     loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
     return {
         "loss": loss,
-        "policy_loss": policy_loss.detach(),
-        "value_loss": value_loss.detach(),
+        "loss_policy": policy_loss.detach(),
+        "loss_value": value_loss.detach(),
         "entropy": entropy.detach(),
     }

@@ -246,6 +246,29 @@ def _mean_rows(rows: list[dict[str, float]], prefix: str = "") -> dict[str, floa
     return out
 
 
+@dataclass
+class AnalysisPlan:
+    """What every step of :func:`analyse` reads: the agent's probe and the frames to analyse.
+
+    Attributes:
+        probe: reads the network as a function of a frame (and its recorded state).
+        attention: whether the extractor has a mask (else saliency is the importance map).
+        windows: ``[rows, cols, 4]`` input window of each mask cell (None without attention).
+        rects: ``[rows, cols, 4]`` screen rectangle of each cell (None without attention).
+        frames: indices of the frames for faithfulness, saliency and the sanity check.
+        saliency: whether to compute perturbation saliency.
+        notes: what the report must say (missing boxes, flat saliency, ...).
+    """
+
+    probe: AgentProbe
+    attention: bool
+    windows: np.ndarray | None
+    rects: np.ndarray | None
+    frames: np.ndarray
+    saliency: bool
+    notes: list[str]
+
+
 def analyse(
     network: torch.nn.Module,
     rec: Recording,
@@ -254,7 +277,15 @@ def analyse(
     seed: int = 0,
     objects_note: str | None = None,
 ) -> Explanation:
-    """All interpretability metrics of a recording (see the module docstring).
+    """All interpretability metrics of a recording (see the module docstring), in six steps.
+
+    1. :func:`plan_analysis`: the probe, the cell geometry and the frames to analyse;
+    2. :func:`saliency_step`: perturbation saliency (Greydanus et al. 2018) when asked for, or
+       when there is no mask;
+    3. :func:`frame_rows`: the per-frame table (mask statistics, alignment with object boxes);
+    4. :func:`leakage_step`: spatial leakage of the mask;
+    5. :func:`faithfulness_step`: deletion / insertion against random orders;
+    6. :func:`sanity_step`: the parameter-randomisation sanity check (Adebayo et al. 2018).
 
     Args:
         network: the network that played the recording (a Q-network or a recurrent
@@ -264,58 +295,99 @@ def analyse(
         seed: seeds random deletion orders and the randomised network.
         objects_note: why there are no object boxes (printed and stored in the summary).
     """
-    probe = AgentProbe(network, rec.states)
-    extractor = network.extractor
-    attention = bool(extractor.has_attention)
-    notes: list[str] = []
-    if objects_note:
-        notes.append(objects_note)
-    windows = extractor.cell_input_windows().numpy() if attention else None
-    rects = extractor.cell_screen_rects().numpy() if attention else None
-    n = len(rec)
-    idx = sample_frames(n, x.analysis_frames)
-    want_saliency = bool(x.saliency) or not attention
-    if not attention:
-        notes.append(
-            f"{network.extractor.__class__.__name__} has no attention mask: perturbation "
-            "saliency (Greydanus et al. 2018) is the importance map; leakage does not apply."
-        )
+    plan = plan_analysis(network, rec, x, objects_note)
     summary: dict[str, Any] = {
         "game": rec.game,
-        "extractor": type(extractor).__name__,
-        "attention": attention,
-        "recurrent": probe.recurrent,
-        "scores": "policy_logits" if probe.recurrent else "q",
-        "faithfulness_score": probe.score_name,
-        "frames": n,
+        "extractor": type(network.extractor).__name__,
+        "attention": plan.attention,
+        "recurrent": plan.probe.recurrent,
+        "scores": "policy_logits" if plan.probe.recurrent else "q",
+        "faithfulness_score": plan.probe.score_name,
+        "frames": len(rec),
         "episodes": len(rec.returns),
         "return_mean": float(np.mean(rec.returns)),
         "play_seconds": rec.seconds,
     }
+    saliency = saliency_step(plan, rec, x, summary)
+    rows = frame_rows(plan, rec, x, saliency)
+    summary.update(_mean_rows([{k: v for k, v in r.items() if not _is_index(k)} for r in rows]))
+    leakage_map = leakage_step(plan, rec, x, summary)
+    curves = faithfulness_step(plan, rec, x, saliency, summary, seed=seed)
+    sanity_step(network, plan, rec, x, summary, seed=seed)
+    summary["notes"] = plan.notes
+    return Explanation(
+        rows=rows,
+        summary=summary,
+        notes=plan.notes,
+        curves=curves,
+        saliency=saliency,
+        leakage_map=leakage_map,
+        windows=plan.windows,
+        cell_rects=plan.rects,
+    )
 
-    # -- saliency (video frames and analysis frames) ------------------------------------------
-    saliency: dict[int, np.ndarray] = {}
-    if want_saliency:
-        sal_idx = np.union1d(idx, np.arange(len(rec.frames))) if x.video else idx
-        t0 = time.perf_counter()
-        maps = _saliency(probe, sal_idx, rec.obs, x)
-        seconds = time.perf_counter() - t0
-        pix = P.upsample_saliency(maps, (84, 84), x.saliency_stride).cpu()
-        pix = _as_distribution(pix)
-        flat = int((pix.reshape(len(pix), -1).std(-1) == 0).sum())
-        if flat:
-            notes.append(
-                f"saliency is zero on {flat} of {len(pix)} frames (outputs unchanged "
-                "by every perturbation): those maps count as uniform"
-            )
-        saliency = {int(i): pix[k] for k, i in enumerate(sal_idx)}
-        summary["saliency_frames_per_s"] = len(sal_idx) / max(seconds, 1e-9)
 
-    # -- per-frame rows -------------------------------------------------------------------------
+def plan_analysis(
+    network: torch.nn.Module, rec: Recording, x: DictConfig, objects_note: str | None = None
+) -> AnalysisPlan:
+    """Step 1: the probe, the cell geometry, the analysis frames and the first notes."""
+    extractor = network.extractor
+    attention = bool(extractor.has_attention)
+    notes = [objects_note] if objects_note else []
+    if not attention:
+        notes.append(
+            f"{extractor.__class__.__name__} has no attention mask: perturbation "
+            "saliency (Greydanus et al. 2018) is the importance map; leakage does not apply."
+        )
+    return AnalysisPlan(
+        probe=AgentProbe(network, rec.states),
+        attention=attention,
+        windows=extractor.cell_input_windows().numpy() if attention else None,
+        rects=extractor.cell_screen_rects().numpy() if attention else None,
+        frames=sample_frames(len(rec), x.analysis_frames),
+        saliency=bool(x.saliency) or not attention,
+        notes=notes,
+    )
+
+
+def saliency_step(
+    plan: AnalysisPlan, rec: Recording, x: DictConfig, summary: dict[str, Any]
+) -> dict[int, np.ndarray]:
+    """Step 2: pixel saliency ``[84, 84]`` (a distribution) per frame index.
+
+    The analysis frames, plus every video frame when the video is on. Empty when saliency
+    is not asked for and the extractor has a mask.
+    """
+    if not plan.saliency:
+        return {}
+    sal_idx = np.union1d(plan.frames, np.arange(len(rec.frames))) if x.video else plan.frames
+    t0 = time.perf_counter()
+    maps = _saliency(plan.probe, sal_idx, rec.obs, x)
+    seconds = time.perf_counter() - t0
+    pix = _as_distribution(P.upsample_saliency(maps, (84, 84), x.saliency_stride).cpu())
+    flat = int((pix.reshape(len(pix), -1).std(-1) == 0).sum())
+    if flat:
+        plan.notes.append(
+            f"saliency is zero on {flat} of {len(pix)} frames (outputs unchanged "
+            "by every perturbation): those maps count as uniform"
+        )
+    summary["saliency_frames_per_s"] = len(sal_idx) / max(seconds, 1e-9)
+    return {int(i): pix[k] for k, i in enumerate(sal_idx)}
+
+
+def frame_rows(
+    plan: AnalysisPlan, rec: Recording, x: DictConfig, saliency: dict[int, np.ndarray]
+) -> list[dict[str, float]]:
+    """Step 3: one row per recorded frame (``metrics.md``, "Mask-object alignment").
+
+    Q (or policy) statistics, the mask's entropy, peak and argmax cell, per-head masks, and
+    the alignment of the mask (and saliency) with the frame's object boxes.
+    """
     categories = sorted({b.category for boxes in (rec.boxes or []) for b in boxes})
     pix_windows = pixel_windows()
+    kw = dict(relevant=list(x.relevant), tolerance_cells=x.tolerance_cells)
     rows: list[dict[str, float]] = []
-    for i in range(n):
+    for i in range(len(rec)):
         q = rec.q[i]
         row: dict[str, float] = {
             "episode": float(rec.episode[i]),
@@ -338,59 +410,77 @@ def analyse(
                 row[f"head{h}/mask_entropy"] = _entropy(hm)
         if rec.boxes is not None:
             boxes = rec.boxes[i]
-            kw = dict(relevant=list(x.relevant), tolerance_cells=x.tolerance_cells)
             if rec.masks is not None:
                 m = rec.masks[i]
-                row.update(M.alignment_metrics(m / m.sum(), windows, boxes, categories, **kw))
+                row.update(M.alignment_metrics(m / m.sum(), plan.windows, boxes, categories, **kw))
             if rec.heads is not None:
                 for h, hm in enumerate(rec.heads[i]):
-                    al = M.alignment_metrics(hm / hm.sum(), windows, boxes, categories, **kw)
+                    al = M.alignment_metrics(hm / hm.sum(), plan.windows, boxes, categories, **kw)
                     row.update({f"head{h}/{k}": al[k] for k in HEAD_METRICS})
             if i in saliency:
                 sal = M.alignment_metrics(
                     saliency[i], pix_windows, boxes, categories, relevant=list(x.relevant)
                 )
                 row.update({f"saliency/{k}": v for k, v in sal.items() if k != "n_boxes"})
-            elif want_saliency:
+            elif plan.saliency:
                 row.update({f"saliency/{k}": float("nan") for k in _alignment_keys(categories)})
         rows.append(row)
-    rows = _same_keys(rows)
-    summary.update(_mean_rows([{k: v for k, v in r.items() if not _is_index(k)} for r in rows]))
     if rec.boxes is None:
-        notes.append(
+        plan.notes.append(
             "no object ground truth: alignment metrics (pointing, mass, lift, AUROC) "
             "are missing; leakage, faithfulness and the sanity check do not need boxes."
         )
     elif not categories:
-        notes.append("the object source found no objects in any frame: alignment is undefined.")
-
-    # -- leakage --------------------------------------------------------------------------------
-    leakage_map = None
-    if attention:
-        leak_idx = sample_frames(n, x.leakage_frames)
-        t0 = time.perf_counter()
-        leak = _leakage(probe, leak_idx, rec.obs)
-        summary.update(
-            leakage=leak.mean,
-            leakage_max=leak.max,
-            leakage_outside_receptive=float(leak.outside_receptive.sum()),
-            leakage_frames=float(len(leak_idx)),
-            leakage_seconds=time.perf_counter() - t0,
+        plan.notes.append(
+            "the object source found no objects in any frame: alignment is undefined."
         )
-        leakage_map = leak.leakage.numpy()
+    return _same_keys(rows)
 
-    # -- faithfulness -----------------------------------------------------------------------------
-    imp_windows = torch.from_numpy(windows) if attention else None
-    kw = dict(steps=x.deletion_steps, baseline=x.deletion_baseline, windows=imp_windows)
+
+def leakage_step(
+    plan: AnalysisPlan, rec: Recording, x: DictConfig, summary: dict[str, Any]
+) -> np.ndarray | None:
+    """Step 4: spatial leakage (``metrics.md``) on ``leakage_frames`` frames; the cell map."""
+    if not plan.attention:
+        return None
+    leak_idx = sample_frames(len(rec), x.leakage_frames)
+    t0 = time.perf_counter()
+    leak = _leakage(plan.probe, leak_idx, rec.obs)
+    summary.update(
+        leakage=leak.mean,
+        leakage_max=leak.max,
+        leakage_outside_receptive=float(leak.outside_receptive.sum()),
+        leakage_frames=float(len(leak_idx)),
+        leakage_seconds=time.perf_counter() - t0,
+    )
+    return leak.leakage.numpy()
+
+
+def faithfulness_step(
+    plan: AnalysisPlan,
+    rec: Recording,
+    x: DictConfig,
+    saliency: dict[int, np.ndarray],
+    summary: dict[str, Any],
+    *,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Step 5: deletion / insertion curves of the importance map against random orders.
+
+    The importance map is the mask, or the policy saliency without attention. Returns the
+    mean curves (``deletion``, ``insertion``, ``random_deletion``, ``random_insertion``).
+    """
+    idx = plan.frames
+    windows = torch.from_numpy(plan.windows) if plan.windows is not None else None
+    kw = dict(steps=x.deletion_steps, baseline=x.deletion_baseline, windows=windows)
 
     def importance(frames: np.ndarray) -> torch.Tensor:
-        """The importance map of ``frames``: the mask, or the policy saliency."""
-        if attention:
+        if plan.attention:
             return torch.from_numpy(rec.masks[frames])
         return torch.from_numpy(np.stack([saliency[int(i)] for i in frames]))
 
     def curve(mode: str, random_order: bool = False, generator: Any = None) -> torch.Tensor:
-        return probe.map(
+        return plan.probe.map(
             idx,
             rec.obs,
             lambda r, obs, frames: P.deletion_insertion(
@@ -411,45 +501,51 @@ def analyse(
             [curve(mode, True, gen) for _ in range(x.random_orders)]
         ).mean(0)
     mean_curves = {k: v.float().mean(0).cpu().numpy() for k, v in curves.items()}
-    faith = M.deletion_insertion_summary(
-        mean_curves["deletion"],
-        mean_curves["insertion"],
-        mean_curves["random_deletion"],
-        mean_curves["random_insertion"],
+    summary.update(
+        M.deletion_insertion_summary(
+            mean_curves["deletion"],
+            mean_curves["insertion"],
+            mean_curves["random_deletion"],
+            mean_curves["random_insertion"],
+        )
     )
-    summary.update(faith)
     summary["faithfulness_frames"] = float(len(idx))
+    return mean_curves
 
-    # -- parameter-randomisation sanity check ------------------------------------------------
-    # A recurrent copy plays the recorded game from its start with its own state; a Q-network
-    # copy reads the sampled frames only.
+
+def sanity_step(
+    network: torch.nn.Module,
+    plan: AnalysisPlan,
+    rec: Recording,
+    x: DictConfig,
+    summary: dict[str, Any],
+    *,
+    seed: int = 0,
+) -> None:
+    """Step 6: the maps of a randomly re-initialised copy against the trained ones.
+
+    A recurrent copy plays the recorded game from its start with its own state; a Q-network
+    copy reads the sampled frames only.
+    """
+    idx = plan.frames
     randomised = P.randomised_copy(network, seed=seed + 1)
-    if probe.recurrent:
+    if plan.probe.recurrent:
         upto = int(idx.max()) + 1
-        played = replay(randomised, rec.obs[:upto], rec.first[:upto], keep_states=not attention)
-        random_masks = played.masks[idx] if attention else None
+        played = replay(
+            randomised, rec.obs[:upto], rec.first[:upto], keep_states=not plan.attention
+        )
+        random_masks = played.masks[idx] if plan.attention else None
     else:
         played = replay(randomised, rec.obs[idx], rec.first[idx])
         random_masks = played.masks
-    if attention:
+    if plan.attention:
         random_maps, trained_maps = random_masks, rec.masks[idx]
     else:
         random_probe = AgentProbe(randomised, played.states)
         random_maps = _as_distribution(_saliency(random_probe, idx, rec.obs, x).cpu())
-        trained_maps = _as_distribution(_saliency(probe, idx, rec.obs, x).cpu())
+        trained_maps = _as_distribution(_saliency(plan.probe, idx, rec.obs, x).cpu())
     sanity = M.randomisation_sanity(trained_maps, random_maps)
     summary.update({f"sanity_{k}": v for k, v in sanity.items()})
-    summary["notes"] = notes
-    return Explanation(
-        rows=rows,
-        summary=summary,
-        notes=notes,
-        curves=mean_curves,
-        saliency=saliency,
-        leakage_map=leakage_map,
-        windows=windows,
-        cell_rects=rects,
-    )
 
 
 #: Per-head alignment metrics of multi-head agents (S3TA), in the per-frame table.

@@ -1,0 +1,111 @@
+"""The terminal report of ``ife bench``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ife_platform.bench.common import ENV_RATIO_TARGET, LEARNER_RATIO_TARGET
+
+
+def fmt_rate(x: float) -> str:
+    """A rate with thousands separators, two decimals below 100."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.2f}"
+
+
+def format_report(results: dict[str, Any]) -> str:
+    """Plain-text tables of everything measured."""
+    lines: list[str] = []
+    m = results["machine"]
+    lines += [
+        "== machine",
+        f"cpu: {m['cpu_model']} ({m['usable_cpus']} usable of {m['logical_cpus']} logical)",
+        f"python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads, "
+        f"{m['torch_parallel_backend']}, OMP_WAIT_POLICY {m['omp_wait_policy']}), "
+        f"torchrl {m['torchrl']}, tensordict {m['tensordict']}, ale-py {m['ale_py']}, "
+        f"lightning {m['lightning']}",
+        f"load average at start: {m['load_average']}",
+    ]
+    for env in results.get("env", []):
+        lines += [
+            "",
+            f"== env steps/s, {env['game']}, {env['num_envs']} envs "
+            f"(median of {env['rounds']}, {env['vector_steps_per_sample']} vector steps each; "
+            f"target ratio >= {ENV_RATIO_TARGET})",
+        ]
+        for name, v in env["variants"].items():
+            lines.append(f"  {name:40s} {fmt_rate(v['steps_per_s']):>8s}  ratio {v['ratio']:.2f}")
+    for lr in results.get("learner", []):
+        lines += [
+            "",
+            f"== learner updates/s, {lr['extractor']} (DER profile, batch 32, 1 env; median of "
+            f"{lr['rounds']}, {lr['updates_per_sample']} updates each; target ratio >= "
+            f"{LEARNER_RATIO_TARGET})",
+            f"  {'platform (RainbowTask + Lightning)':40s} "
+            f"{fmt_rate(lr['platform_updates_per_s']):>8s}",
+            f"  {'bare PyTorch loop':40s} {fmt_rate(lr['bare_updates_per_s']):>8s}",
+            f"  {'ratio':40s} {lr['ratio']:8.2f}",
+        ]
+    ac = results.get("actors")
+    if ac:
+        lines += [
+            "",
+            f"== actor processes, {ac['game']}, {ac['actors']} actors x {ac['envs_per_actor']} "
+            f"envs, {ac['extractor']}-LSTM policy acting (median of {ac['rounds']})",
+        ]
+        for name, v in ac["variants"].items():
+            lines.append(f"  {name:40s} {fmt_rate(v['steps_per_s']):>8s}  ratio {v['ratio']:.2f}")
+        lines.append(
+            f"  {'policy step, 1 thread, ' + str(ac['envs_per_actor']) + ' envs':40s} "
+            f"{ac['policy_step_ms']:8.2f} ms"
+        )
+        lines.append(
+            f"  {'learner updates/s':40s} {ac['learner_updates_per_s']:8.2f}"
+            f"  ({ac['rollout_steps_per_update']} agent steps per update)"
+        )
+    ex = results.get("explain")
+    if ex:
+        lines += [
+            "",
+            f"== ife explain, {ex['game']}, {ex['extractor']} (median of {ex['rounds']}, "
+            f"{ex['steps']} agent steps each; target: recording overhead <= 10 %)",
+        ]
+        for name, v in ex["variants"].items():
+            lines.append(
+                f"  {name:40s} {fmt_rate(v['steps_per_s']):>8s} steps/s"
+                f"  overhead {100 * v['overhead']:5.1f} %"
+            )
+        for name, v in ex["saliency"].items():
+            lines.append(
+                f"  {'saliency ' + name:40s} {v['frames_per_s']:8.2f} frames/s"
+                f"  ({v['forwards_per_s']:.0f} forwards/s)"
+            )
+        an = ex.get("analysis")
+        if an:
+            lines.append(
+                f"  analysis of one {an['steps']}-step game (defaults, no video): "
+                "record s, analyse s, state KiB/step"
+            )
+            for name, v in an["agents"].items():
+                lines.append(
+                    f"  {'  ' + name:40s} {v['record_s']:8.2f} {v['analyse_s']:8.2f} "
+                    f"{v['state_bytes_per_step'] / 1024:8.1f}"
+                )
+    rep = results.get("replay")
+    if rep:
+        lines += [
+            "",
+            f"== replay bytes per transition (capacity {rep['capacity']}, {rep['stored']} stored)",
+        ]
+        for k, v in rep["per_key_bytes_per_transition"].items():
+            lines.append(f"  {k:40s} {v:>10,.0f}  {rep['dtypes'][k]}")
+        lines += [
+            f"  {'total':40s} {rep['bytes_per_transition']:>10,.0f}",
+            f"  {'limit 2*4*84*84 (uint8 obs + next_obs)':40s} {rep['limit_bytes']:>10,}"
+            f"  overhead {rep['overhead_bytes']:,.0f} B",
+        ]
+    lines += [
+        "",
+        f"load average at end: {results.get('load_average_end')}",
+        f"wall time: {results.get('wall_s', 0):.0f} s",
+    ]
+    return "\n".join(lines)
