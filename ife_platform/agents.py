@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ife_platform.checkpoint import CheckpointError, find_run_checkpoint, load_checkpoint
-from ife_platform.config import agent_spec, compose, family_view
+from ife_platform.config import AgentMismatchError, agent_spec, compose, family_view
 
 
 @dataclass
@@ -96,9 +96,12 @@ def load_agent(ref: str, overrides: Sequence[str] = (), *, uri: str | None = Non
 
     from ife_platform.tracking import resolve_tracking_uri
 
-    # Where to look: the store and output folder may be overridden. Every override is
-    # validated below, against the checkpoint's agent.
-    base = compose([o for o in overrides if o.startswith("tracking.")])
+    # Bad overrides fail before anything is loaded. Those that only the checkpoint's agent
+    # accepts (its family's keys) are validated again below, against that agent.
+    try:
+        base = compose(list(overrides))
+    except AgentMismatchError:
+        base = compose([o for o in overrides if o.startswith("tracking.")])
     uri = uri or resolve_tracking_uri(base.tracking.uri)
     path = resolve_checkpoint(ref, uri, base.tracking.output_dir)
     ckpt = load_checkpoint(path)

@@ -34,6 +34,13 @@ class ConfigError(ValueError):
     """A configuration that cannot be run. The message says which key and what is valid."""
 
 
+class AgentMismatchError(ConfigError):
+    """A value that is valid, but not for the chosen agent.
+
+    A key of another agent family, or an extractor or loss the agent does not take.
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # Schemas (one per concern). Comments are the documentation of every key.
 # --------------------------------------------------------------------------------------------
@@ -363,7 +370,7 @@ def check_family_keys(keys: Sequence[str], agent: str, source: str) -> None:
     for key in keys:
         owner = key_family(key)
         if owner is not None and owner != family:
-            raise ConfigError(
+            raise AgentMismatchError(
                 f"'{key}' (from {source}) is a key of the {owner} family "
                 f"({', '.join(agents_of(owner))}); agent={agent} is {family} and does not "
                 "read it"
@@ -527,16 +534,16 @@ def validate(cfg: DictConfig) -> None:
     spec = agent_spec(cfg.agent.name)
     extractors = list(spec.extractors or EXTRACTORS)
     if cfg.model.extractor not in extractors:
-        raise ConfigError(
+        raise AgentMismatchError(
             f"model.extractor (agent={spec.name}): "
             + choices_msg("extractor", cfg.model.extractor, extractors)
         )
     if cfg.agent.loss not in spec.losses:
-        raise ConfigError(
+        raise AgentMismatchError(
             f"agent.loss (agent={spec.name}): " + choices_msg("loss", cfg.agent.loss, spec.losses)
         )
     if spec.frame_stack is not None and cfg.env.frame_stack != spec.frame_stack:
-        raise ConfigError(
+        raise AgentMismatchError(
             f"agent={spec.name} needs env.frame_stack={spec.frame_stack}, got "
             f"{cfg.env.frame_stack} (an actor-critic's memory is its LSTM)"
         )
