@@ -66,15 +66,18 @@ __all__ = [
 ]
 
 
+#: ``model.*`` config keys that are extractor constructor arguments.
+MODEL_KEYS = ("width", "hue_window", "spectral_norm")
+
+
 def extractor_kwargs(model_cfg: Any) -> dict[str, Any]:
-    """The keyword arguments each extractor takes, from the ``model`` config group."""
-    name = model_cfg.extractor
-    if name == "ife":
-        return {
-            "width": model_cfg.width,
-            "hue_window": model_cfg.hue_window,
-            "spectral_norm": model_cfg.spectral_norm,
-        }
-    if name == "impala":
-        return {"width": model_cfg.width, "spectral_norm": model_cfg.spectral_norm}
-    return {}
+    """The keyword arguments the chosen extractor takes, from the ``model`` config group.
+
+    Each key of :data:`MODEL_KEYS` is passed when the extractor's constructor has a
+    parameter of that name (``width`` for IFE, IMPALA and the attention CNN, ``hue_window``
+    for IFE, ...), so no extractor is special-cased and none silently ignores a key it has.
+    """
+    import inspect
+
+    params = inspect.signature(EXTRACTORS[model_cfg.extractor].__init__).parameters
+    return {key: model_cfg[key] for key in MODEL_KEYS if key in params}
