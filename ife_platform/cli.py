@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
-from typing import Any
 
 from ife_platform.config import ConfigError, compose
 
@@ -63,52 +61,16 @@ def cmd_evaluate(args: list[str]) -> int:
     return 0
 
 
-def _log_outputs(uri: str, run_id: str, paths: list[Path], artifact_dir: str) -> None:
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    for path in paths:
-        client.log_artifact(run_id, str(path), artifact_dir)
-
-
-def _numeric(summary: dict[str, Any]) -> dict[str, float]:
-    import math
-
-    return {
-        k: float(v)
-        for k, v in summary.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    }
-
-
 def cmd_explain(args: list[str]) -> int:
     """``ife explain CHECKPOINT_or_RUN_ID [key=value ...]``: measure what the agent attends."""
     if not args or "=" in args[0]:
         raise ConfigError("usage: ife explain CHECKPOINT_or_RUN_ID [key=value ...]")
-    import time
+    from ife_platform import experiment
+    from ife_platform.interpret.explain import format_summary
 
-    import mlflow
-
-    from ife_platform.agents import load_agent, log_run
-    from ife_platform.interpret import explain as E
-    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
-
-    agent = load_agent(args[0], args[1:])
-    cfg, x = agent.cfg, agent.cfg.explain
-    uri = resolve_tracking_uri(cfg.tracking.uri)
-    check_tracking_reachable(uri)
-    rec, note = E.record_agent(agent, video=x.video)
-    exp = E.analyse(agent.network, rec, x, seed=cfg.seed, objects_note=note)
-    run_id = log_run(uri, agent, cfg, "explain")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder = Path(cfg.tracking.output_dir).resolve() / run_id / f"explain-{stamp}"
-    paths = E.write_outputs(rec, exp, x, folder)
-    _log_outputs(uri, run_id, paths, f"explain/{stamp}")
-    client = mlflow.MlflowClient(uri)
-    for key, value in _numeric(exp.summary).items():
-        client.log_metric(run_id, f"explain/{key}", value, step=agent.env_steps)
-    print(E.format_summary(exp.summary, exp.notes))
-    print(f"files: {folder}\nlogged to MLflow run {run_id} in {uri} (artifacts explain/{stamp})")
+    run = experiment.explain(experiment.load_agent(args[0], args[1:]))
+    print(format_summary(run.explanation.summary, run.explanation.notes))
+    print(f"files: {run.folder}\nlogged to MLflow run {run.run_id} in {run.tracking_uri}")
     return 0
 
 
@@ -121,76 +83,15 @@ def cmd_compare(args: list[str]) -> int:
             "usage: ife compare CHECKPOINT_or_RUN_ID CHECKPOINT_or_RUN_ID ... [key=value ...] "
             "(at least two agents, overrides last)"
         )
-    import re
+    from ife_platform import experiment
+    from ife_platform.interpret.compare import format_table
 
-    import mlflow
-
-    from ife_platform.agents import load_agent
-    from ife_platform.interpret import compare as C
-    from ife_platform.interpret import explain as E
-    from ife_platform.tracking import (
-        check_tracking_reachable,
-        ensure_experiment,
-        resolve_tracking_uri,
-    )
-
-    agents = [load_agent(ref, [*overrides, "explain.video=false"]) for ref in refs]
-    first = agents[0]
-    cfg = first.cfg
-    stack = first.network.extractor.in_channels
-    for agent in agents[1:]:
-        if agent.cfg.env.game != cfg.env.game or agent.network.num_actions != (
-            first.network.num_actions
-        ):
-            raise ConfigError(
-                f"ife compare needs agents of one game and action set: {first.label} plays "
-                f"{cfg.env.game}, {agent.label} plays {agent.cfg.env.game}"
-            )
-        if agent.network.extractor.in_channels > stack:
-            raise ConfigError(
-                f"{agent.label} reads {agent.network.extractor.in_channels} stacked frames but "
-                f"{first.label}, whose games are recorded, gives {stack}: list an agent with "
-                "the deepest frame stack first"
-            )
-    uri = resolve_tracking_uri(cfg.tracking.uri)
-    check_tracking_reachable(uri)
-    rec, note = E.record_agent(first, video=False)
-    per_agent = []
-    for agent in agents:
-        own = E.rerecord(agent.network, rec)
-        exp = E.analyse(agent.network, own, agent.cfg.explain, seed=cfg.seed, objects_note=note)
-        per_agent.append((agent.label, C.method_summaries(agent.label, agent.method, exp)))
-        print(f"measured {agent.label}")
-    rows = [m.row() for m in C.group_methods(per_agent)]
-    info = {
-        "game": cfg.env.game,
-        "frames": len(rec),
-        "frames_from": first.label,
-        "agents": [a.label for a in agents],
-        "checkpoints": [str(a.checkpoint) for a in agents],
-        "interval": "95% percentile bootstrap of the mean over seeds (n/a with one seed)",
-        "notes": [note] if note else [],
-    }
-    client = mlflow.MlflowClient(uri)
-    exp_id = ensure_experiment(client, cfg.tracking.experiment)
-    run_id = client.create_run(
-        exp_id,
-        run_name=f"compare-{cfg.env.game}",
-        tags={"ife.compare.agents": ",".join(a.run_id or str(a.checkpoint) for a in agents)},
-    ).info.run_id
-    folder = Path(cfg.tracking.output_dir).resolve() / run_id / "compare"
-    paths = C.write_report(rows, info, folder)
-    _log_outputs(uri, run_id, paths, "compare")
-    for row in rows:
-        method = re.sub(r"[^0-9A-Za-z_]+", "_", row["method"]).strip("_")
-        for key, value in _numeric(row).items():
-            client.log_metric(run_id, f"compare/{method}/{key}", value)
-    client.set_terminated(run_id)
-    print(f"{cfg.env.game}: {len(rec)} shared frames from {first.label}")
-    print(C.format_table(rows))
-    for line in info["notes"]:
+    run = experiment.compare(refs, overrides, progress=print)
+    print(f"{run.info['game']}: {run.info['frames']} shared frames from {run.info['frames_from']}")
+    print(format_table(run.rows))
+    for line in run.info["notes"]:
         print(f"note: {line}")
-    print(f"files: {folder}\nlogged to MLflow run {run_id} in {uri}")
+    print(f"files: {run.folder}\nlogged to MLflow run {run.run_id} in {run.tracking_uri}")
     return 0
 
 
@@ -217,52 +118,17 @@ def cmd_continual_report(args: list[str]) -> int:
         raise ConfigError(
             "usage: ife continual-report PARENT_RUN_ID [PARENT_RUN_ID ...] [key=value]"
         )
-    cfg = compose([a for a in args if "=" in a])
-    import json
-    import time
+    from ife_platform.sequences import format_report, report_runs
 
-    import mlflow
-
-    from ife_platform.continual import metrics as CM
-    from ife_platform.sequences import (
-        build_report,
-        format_report,
-        load_progress,
-        write_report,
-    )
-    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(cfg.tracking.uri)
-    check_tracking_reachable(uri)
-    client = mlflow.MlflowClient(uri)
-    progresses = [load_progress(client, r, cfg.tracking.output_dir) for r in runs]
-    reports = [build_report(p) for p in progresses]
-    out = Path(cfg.tracking.output_dir).resolve()
-    for run, progress, report in zip(runs, progresses, reports, strict=True):
+    out = report_runs(runs, compose([a for a in args if "=" in a]))
+    for run, report in zip(runs, out.reports, strict=True):
         print(f"== sequence run {run}")
         print(format_report(report))
-        if len(runs) == 1:
-            write_report(report, progress, out / run / "report", client, run)
-    if len(runs) > 1:
-        games = {tuple(r["games"]) for r in reports}
-        if len(games) > 1:
-            raise ConfigError(f"these runs are different sequences: {sorted(games)}")
-        import numpy as np
-
-        summary = CM.summarise_over_seeds(
-            [np.asarray(r["R"], dtype=float) for r in reports],
-            aucs=[r["auc"] for r in reports],
-            aucs_ref=[r["auc_reference"] for r in reports],
-        )
-        folder = out / f"continual-report-{time.strftime('%Y%m%d-%H%M%S')}"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "summary.json").write_text(
-            json.dumps({"runs": runs, **summary}, indent=1, default=float)
-        )
+    if out.summary is not None:
         print(f"== over {len(runs)} runs (mean [95% bootstrap interval over seeds])")
-        for key, v in summary.items():
+        for key, v in out.summary.items():
             print(f"{key:<26} {v['mean']:.4f} [{v['lo']:.4f}, {v['hi']:.4f}] (n={v['n']})")
-        print(f"files: {folder}")
+    print(f"files: {out.folder}")
     return 0
 
 

@@ -31,10 +31,14 @@ from ife_platform.config import ConfigError, agent_spec, family_view, to_contain
 from ife_platform.evaluation import EvalResult
 
 __all__ = [
+    "CompareRun",
     "EvaluationRun",
+    "ExplainRun",
     "LoadedAgent",
     "RunResult",
+    "compare",
     "evaluate",
+    "explain",
     "load_agent",
     "resolve_resume",
     "run_params",
@@ -385,3 +389,173 @@ def evaluate(
     if result.video_path is not None:
         client.log_artifact(run_id, str(result.video_path), "videos")
     return EvaluationRun(result, run_id, uri)
+
+
+def _numeric(summary: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of a summary (what MLflow metrics can hold)."""
+    return {
+        k: float(v)
+        for k, v in summary.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+@dataclass
+class ExplainRun:
+    """What :func:`explain` measured and where it wrote it.
+
+    Attributes:
+        explanation: every metric (``summary``), the per-frame rows, curves and maps.
+        run_id: the MLflow run the outputs went to (the agent's training run if it exists).
+        folder: the local folder of the video, tables, plots and ``summary.json``.
+        tracking_uri: the store.
+    """
+
+    explanation: Any
+    run_id: str
+    folder: Path
+    tracking_uri: str
+
+
+def explain(agent: LoadedAgent | str, overrides: Sequence[str] = ()) -> ExplainRun:
+    """``ife explain``: play evaluation games and measure what the agent attends.
+
+    Mask-object alignment, leakage, faithfulness, the sanity check and (when asked or without
+    attention) saliency (``docs/interpretability.md``), written to a folder and logged to the
+    agent's run as artifacts (``explain/<stamp>``) and ``explain/*`` metrics.
+
+    Raises:
+        CheckpointError, ConfigError, TrackingUnreachableError: before any game is played.
+    """
+    import time
+
+    import mlflow
+
+    from ife_platform.interpret import explain as E
+    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
+
+    if isinstance(agent, str):
+        agent = load_agent(agent, overrides)
+    cfg, x = agent.cfg, agent.cfg.explain
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    check_tracking_reachable(uri)
+    rec, note = E.record_agent(agent, video=x.video)
+    explanation = E.analyse(agent.network, rec, x, seed=cfg.seed, objects_note=note)
+    run_id = log_run(uri, agent, cfg, "explain")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = Path(cfg.tracking.output_dir).resolve() / run_id / f"explain-{stamp}"
+    paths = E.write_outputs(rec, explanation, x, folder)
+    client = mlflow.MlflowClient(uri)
+    for path in paths:
+        client.log_artifact(run_id, str(path), f"explain/{stamp}")
+    for key, value in _numeric(explanation.summary).items():
+        client.log_metric(run_id, f"explain/{key}", value, step=agent.env_steps)
+    return ExplainRun(explanation, run_id, folder, uri)
+
+
+def _frame_stack(agent: LoadedAgent) -> int:
+    """Stacked frames the agent's extractor reads."""
+    extractor: Any = getattr(agent.network, "extractor")  # noqa: B009 (nn.Module attribute)
+    return int(extractor.in_channels)
+
+
+@dataclass
+class CompareRun:
+    """What :func:`compare` measured: one row per method (seeds pooled, with intervals)."""
+
+    rows: list[dict[str, Any]]
+    info: dict[str, Any]
+    run_id: str
+    folder: Path
+    tracking_uri: str
+
+
+def compare(
+    refs: Sequence[str],
+    overrides: Sequence[str] = (),
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> CompareRun:
+    """``ife compare``: several agents measured on the same recorded frames.
+
+    The first agent plays the games; every agent is then read on those frames (with its
+    own recorded state when recurrent), and methods are grouped over seeds with 95 %
+    bootstrap intervals. A new ``compare-<game>`` run holds the table and plots.
+
+    Args:
+        refs: checkpoint paths or training run ids (two or more, one game and action set).
+        overrides: ``key=value`` strings applied to every agent's config.
+        progress: called with a line per measured agent.
+
+    Raises:
+        ConfigError: fewer than two agents, different games or action sets, or a first agent
+            with a shallower frame stack than another.
+    """
+    import re
+
+    import mlflow
+
+    from ife_platform.interpret import compare as C
+    from ife_platform.interpret import explain as E
+    from ife_platform.tracking import (
+        check_tracking_reachable,
+        ensure_experiment,
+        resolve_tracking_uri,
+    )
+
+    if len(refs) < 2:
+        raise ConfigError("ife compare needs at least two agents")
+    agents = [load_agent(ref, [*overrides, "explain.video=false"]) for ref in refs]
+    first = agents[0]
+    cfg = first.cfg
+    stack = _frame_stack(first)
+    for agent in agents[1:]:
+        if agent.cfg.env.game != cfg.env.game or agent.network.num_actions != (
+            first.network.num_actions
+        ):
+            raise ConfigError(
+                f"ife compare needs agents of one game and action set: {first.label} plays "
+                f"{cfg.env.game}, {agent.label} plays {agent.cfg.env.game}"
+            )
+        if _frame_stack(agent) > stack:
+            raise ConfigError(
+                f"{agent.label} reads {_frame_stack(agent)} stacked frames but "
+                f"{first.label}, whose games are recorded, gives {stack}: list an agent with "
+                "the deepest frame stack first"
+            )
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    check_tracking_reachable(uri)
+    rec, note = E.record_agent(first, video=False)
+    per_agent = []
+    for agent in agents:
+        own = E.rerecord(agent.network, rec)
+        exp = E.analyse(agent.network, own, agent.cfg.explain, seed=cfg.seed, objects_note=note)
+        per_agent.append((agent.label, C.method_summaries(agent.label, agent.method, exp)))
+        if progress is not None:
+            progress(f"measured {agent.label}")
+    rows = [m.row() for m in C.group_methods(per_agent)]
+    info = {
+        "game": cfg.env.game,
+        "frames": len(rec),
+        "frames_from": first.label,
+        "agents": [a.label for a in agents],
+        "checkpoints": [str(a.checkpoint) for a in agents],
+        "interval": "95% percentile bootstrap of the mean over seeds (n/a with one seed)",
+        "notes": [note] if note else [],
+    }
+    client = mlflow.MlflowClient(uri)
+    exp_id = ensure_experiment(client, cfg.tracking.experiment)
+    run_id = client.create_run(
+        exp_id,
+        run_name=f"compare-{cfg.env.game}",
+        tags={"ife.compare.agents": ",".join(a.run_id or str(a.checkpoint) for a in agents)},
+    ).info.run_id
+    folder = Path(cfg.tracking.output_dir).resolve() / run_id / "compare"
+    for path in C.write_report(rows, info, folder):
+        client.log_artifact(run_id, str(path), "compare")
+    for row in rows:
+        method = re.sub(r"[^0-9A-Za-z_]+", "_", row["method"]).strip("_")
+        for key, value in _numeric(row).items():
+            client.log_metric(run_id, f"compare/{method}/{key}", value)
+    client.set_terminated(run_id)
+    return CompareRun(rows, info, run_id, folder, uri)

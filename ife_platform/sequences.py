@@ -690,3 +690,60 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+@dataclass
+class SequenceReports:
+    """What :func:`report_runs` rebuilt.
+
+    Attributes:
+        reports: one report per parent run (:func:`build_report`), in the order given.
+        summary: over several runs of one sequence, each metric's mean and 95 % bootstrap
+            interval over seeds (None for one run).
+        folder: where the files went (the run's ``report`` folder, or a new
+            ``continual-report-<stamp>`` folder for several runs).
+    """
+
+    reports: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    folder: Path
+
+
+def report_runs(runs: list[str], cfg: DictConfig) -> SequenceReports:
+    """``ife continual-report``: rebuild sequence reports from logged data alone.
+
+    One run: its report is written again and logged to the parent run. Several runs (seeds of
+    one sequence): the metrics are summarised over them with bootstrap intervals.
+
+    Raises:
+        ConfigError: a run that is not a sequence run, or runs of different sequences.
+        TrackingUnreachableError: the store does not answer.
+    """
+    import mlflow
+
+    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    check_tracking_reachable(uri)
+    client = mlflow.MlflowClient(uri)
+    progresses = [load_progress(client, r, cfg.tracking.output_dir) for r in runs]
+    reports = [build_report(p) for p in progresses]
+    out = Path(cfg.tracking.output_dir).resolve()
+    if len(runs) == 1:
+        folder = out / runs[0] / "report"
+        write_report(reports[0], progresses[0], folder, client, runs[0])
+        return SequenceReports(reports, None, folder)
+    games = {tuple(r["games"]) for r in reports}
+    if len(games) > 1:
+        raise ConfigError(f"these runs are different sequences: {sorted(games)}")
+    summary = CM.summarise_over_seeds(
+        [np.asarray(r["R"], dtype=float) for r in reports],
+        aucs=[r["auc"] for r in reports],
+        aucs_ref=[r["auc_reference"] for r in reports],
+    )
+    folder = out / f"continual-report-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(
+        json.dumps({"runs": runs, **summary}, indent=1, default=float)
+    )
+    return SequenceReports(reports, summary, folder)
