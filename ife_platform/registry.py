@@ -101,6 +101,9 @@ class AgentSpec:
         losses: the ``agent.loss`` values it trains with (the first is the preset's).
         continual: whether ``ife continual`` can run sequences with it.
         frame_stack: required ``env.frame_stack`` (None: any).
+        sequence_agent: its continual-learning adapter, a class (or ``"module:attr"``)
+            implementing ``ife_platform.sequences.ContinualAgent``; None: the generic
+            ``RegistryContinual``, which trains through the registry's task and network.
     """
 
     name: str
@@ -113,6 +116,7 @@ class AgentSpec:
     losses: tuple[str, ...] = ("c51", "huber")
     continual: bool = True
     frame_stack: int | None = None
+    sequence_agent: str | Callable[[], Any] | None = None
 
     @property
     def off_policy(self) -> bool:
@@ -126,6 +130,10 @@ class AgentSpec:
     def build_network(self, cfg: Any, num_actions: int) -> Any:
         """The agent's network for ``cfg`` (initialised from torch's current RNG state)."""
         return _resolve(self.network)(cfg, num_actions)
+
+    def continual_adapter(self) -> Any:
+        """A fresh continual-learning adapter (None: use the generic one)."""
+        return None if self.sequence_agent is None else _resolve(self.sequence_agent)()
 
     def preset_path(self) -> Path | None:
         """The agent's YAML defaults (None for the shipped agents: the config layer finds them)."""

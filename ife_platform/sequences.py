@@ -232,13 +232,14 @@ class SequenceRunner:
 
     Args:
         cfg: validated config with ``sequence.games`` set.
-        agent: the agent implementation (default: :class:`RegistryContinual`).
+        agent: the agent implementation (default: the registry entry's ``sequence_agent``,
+            else :class:`RegistryContinual`).
     """
 
     def __init__(self, cfg: DictConfig, agent: ContinualAgent | None = None) -> None:
         self.cfg = cfg
         self.spec, self.num_actions = preflight(cfg)
-        self.agent = agent or RegistryContinual()
+        self.agent = agent or agent_spec(cfg.agent.name).continual_adapter() or RegistryContinual()
         self.games = list(cfg.sequence.games)
         self.progress: dict[str, Any] = {}
         self.heads: nn.ModuleDict | None = None

@@ -24,7 +24,7 @@ from ife_platform.registry import (
     register,
     unregister,
 )
-from ife_platform.sequences import SequenceRunner
+from ife_platform.sequences import RegistryContinual, SequenceRunner
 
 BUILT: list[int] = []
 
@@ -78,6 +78,12 @@ def test_registry_lookup_and_errors() -> None:
     assert isinstance(q, QPolicy) and not is_recurrent(q)
     with pytest.raises(TypeError, match="neither a QPolicy"):
         is_recurrent(torch.nn.Linear(2, 2))
+    # an agent may bring its own continual adapter
+    spec = AgentSpec(
+        name="x", family="rainbow", task="m:T", network="m:b", sequence_agent=RegistryContinual
+    )
+    assert isinstance(spec.continual_adapter(), RegistryContinual)
+    assert get_agent("rainbow_der").continual_adapter() is None
 
 
 @pytest.mark.slow
@@ -117,7 +123,9 @@ def test_a_registered_agent_trains_evaluates_resumes_and_runs_a_sequence(
         "sequence.eval_max_steps=40",
         "sequence.alignment_steps=0",
     ]
-    report = SequenceRunner(compose([*args, *seq])).run()
+    runner = SequenceRunner(compose([*args, *seq]))
+    assert isinstance(runner.agent, RegistryContinual)  # no adapter registered: the generic one
+    report = runner.run()
     assert report["games"] == ["pong", "boxing"] and report["tasks_completed"] == 2
     assert len(report["R"]) == 3  # row 0 (before training) and one row per task
     assert all(n == 18 for n in BUILT[-3:])  # full action set: one head for both games
