@@ -30,6 +30,7 @@ RUN_FIELDS = [
     "seed",
     "extractor",
     "weight_norm",
+    "alpha",
     "total_steps",
     "eval_return_mean",
     "eval_return_std",
@@ -78,6 +79,7 @@ def export(tracking_uri: str, names: list[str], out: Path) -> None:
             "seed": params["seed"],
             "extractor": params["model.extractor"],
             "weight_norm": params.get("replay.weight_norm", "buffer"),
+            "alpha": params.get("replay.alpha", ""),
             "total_steps": params["train.total_steps"],
             "eval_return_mean": str(metrics.get("eval/return_mean", "")),
             "eval_return_std": str(metrics.get("eval/return_std", "")),
@@ -93,6 +95,13 @@ def export(tracking_uri: str, names: list[str], out: Path) -> None:
 def _read_runs(data: Path) -> list[dict[str, str]]:
     with (data / "runs.csv").open() as f:
         return list(csv.DictReader(f))
+
+
+def _replay(r: dict[str, str]) -> str:
+    """How the run sampled: uniform (alpha 0, every weight 1) or prioritized with its weights."""
+    if r.get("alpha") not in (None, "") and float(r["alpha"]) == 0.0:
+        return "uniform"
+    return f"PER, {r['weight_norm']} weights"
 
 
 def _curve(data: Path, name: str, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -155,8 +164,8 @@ def report(data: Path, png: Path | None, window: int = 20) -> str:
             for r in sorted((r for r in runs if r["game"] == game), key=lambda r: r["run_name"]):
                 steps, smooth = _curve(data, r["run_name"], window)
                 label = f"{r['extractor']} seed {r['seed']}"
-                if r["weight_norm"] != "batch":
-                    label += f" ({r['weight_norm']} weights)"
+                if _replay(r) != "PER, batch weights":
+                    label += f" ({_replay(r)})"
                 ax.plot(steps / 1000, smooth, label=label, lw=1.4)
             der, ref = der_100k_score(game), reference_scores(game)
             if der is not None:
@@ -172,7 +181,7 @@ def report(data: Path, png: Path | None, window: int = 20) -> str:
         png.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(png, dpi=110)
     lines = [
-        "| game | extractor | seed | weights | final eval (mean +- std, games) | HNS "
+        "| game | extractor | seed | replay | final eval (mean +- std, games) | HNS "
         "| DER published | eval / DER | random |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -183,9 +192,26 @@ def report(data: Path, png: Path | None, window: int = 20) -> str:
         der_txt, ratio = ("-", "-") if der is None else (f"{der:,.1f}", f"{mean / der:.2f}")
         std = float(r["eval_return_std"] or "nan")
         lines.append(
-            f"| {game} | {r['extractor']} | {r['seed']} | {r['weight_norm']} "
+            f"| {game} | {r['extractor']} | {r['seed']} | {_replay(r)} "
             f"| {mean:,.1f} +- {std:,.1f} ({r['eval_episodes']}) | {hns:.3f} | {der_txt} "
             f"| {ratio} | {ref[0] if ref else float('nan'):,.1f} |"
+        )
+    lines += [
+        "",
+        "Mean over seeds (prioritized replay, batch weights):",
+        "",
+        "| game | extractor | seeds | mean final eval | DER published | mean / DER |",
+        "|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in runs:
+        if _replay(r) == "PER, batch weights" and r["eval_return_mean"]:
+            groups.setdefault((r["game"], r["extractor"]), []).append(float(r["eval_return_mean"]))
+    for (game, extractor), scores in sorted(groups.items()):
+        der, mean = der_100k_score(game), float(np.mean(scores))
+        der_txt, ratio = ("-", "-") if der is None else (f"{der:,.1f}", f"{mean / der:.2f}")
+        lines.append(
+            f"| {game} | {extractor} | {len(scores)} | {mean:,.1f} | {der_txt} | {ratio} |"
         )
     return "\n".join(lines)
 
