@@ -13,6 +13,7 @@ import torch
 from ife_platform.a3c.model import zero_rows
 from ife_platform.envs import AtariEvalEnv
 from ife_platform.policies import is_recurrent
+from ife_platform.rainbow.heads import NoisyLinear
 from ife_platform.scores import has_reference, human_normalized_score
 from ife_platform.video import MaskVideoRecorder
 
@@ -160,6 +161,7 @@ def play(
     seed: int,
     max_steps: int,
     observer: Callable[[StepView], None] | None = None,
+    noise: bool = False,
 ) -> EvalResult:
     """Play whole games with a network (eval mode, greedy with probability ``1 - epsilon``).
 
@@ -174,6 +176,9 @@ def play(
         seed: seeds epsilon's generator.
         max_steps: agent-step cap per game.
         observer: called at every step with a :class:`StepView`.
+        noise: keep the noisy layers sampling, with fresh noise every step (as the DER actor
+            explores in training). A diagnostic: the DER references (Kaixhin/Rainbow,
+            Dopamine) evaluate with noise off, the default.
 
     Returns:
         Raw scores and lengths of the games.
@@ -186,7 +191,11 @@ def play(
         )
     was_training = network.training
     network.eval()
+    noisy = [m for m in network.modules() if isinstance(m, NoisyLinear)] if noise else []
+    for m in noisy:
+        m.train()  # the layers sample their noise in train mode only
     device = policy.device
+    noise_gen = torch.Generator(device=device).manual_seed(seed) if noisy else None
     rng = np.random.default_rng(seed)
     result = EvalResult(env.game)
     with torch_threads(1):
@@ -197,6 +206,8 @@ def play(
                 total, steps = 0.0, 0
                 while steps < max_steps:
                     x = torch.from_numpy(obs).unsqueeze(0).to(device)
+                    for m in noisy:
+                        m.reset_noise(noise_gen)
                     q = policy.scores(x, torch.tensor([steps == 0]))[0]
                     action = int(q.argmax().item())
                     if epsilon > 0 and rng.random() < epsilon:
@@ -240,6 +251,7 @@ def evaluate(
     video_path: str | Path | None = None,
     video_max_steps: int = 1000,
     env_kwargs: dict | None = None,
+    noise: bool = False,
 ) -> EvalResult:
     """Play whole games with a network and optionally record the first one as a mask video.
 
@@ -258,6 +270,7 @@ def evaluate(
             an attention mask get the raw frames only.
         video_max_steps: agent steps recorded at most.
         env_kwargs: protocol settings for :class:`AtariEvalEnv` (sticky actions, action set...).
+        noise: evaluate with the noisy layers sampling (a diagnostic; see :func:`play`).
     """
     env = AtariEvalEnv(game, seed=seed, **(env_kwargs or {}))
     extractor = network.extractor
@@ -283,6 +296,7 @@ def evaluate(
         seed=seed,
         max_steps=max_steps,
         observer=observe,
+        noise=noise,
     )
     if recorder is not None and len(recorder):
         result.video_path = recorder.write(video_path)

@@ -10,7 +10,9 @@ Two steps, so results gathered on different machines and sessions add up:
 importance-weight and priority logs) and one row per run to ``runs.csv`` (game, seed,
 extractor, weight normalisation, final evaluation). ``report`` reads only those files: it
 draws the learning curves beside DER's published 100k score and prints the markdown table
-that docs/results.md holds.
+that docs/results.md holds. ``noisy-eval RUN_NAME`` evaluates a run's final agent twice, with
+the noisy layers off (the protocol) and sampling (a diagnostic for a greedy policy stuck in
+one trajectory).
 """
 
 from __future__ import annotations
@@ -216,8 +218,41 @@ def report(data: Path, png: Path | None, window: int = 20) -> str:
     return "\n".join(lines)
 
 
+def noisy_evaluation(tracking_uri: str, name: str, episodes: int) -> str:
+    """Evaluate a run's final agent with noise off (the protocol) and on (a diagnostic)."""
+    from mlflow.tracking import MlflowClient
+
+    from ife_platform import experiment
+    from ife_platform.envs import eval_env_kwargs
+    from ife_platform.evaluation import evaluate
+
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (run,) = client.search_runs(experiments, f"tags.mlflow.runName = '{name}'")[:1]
+    agent = experiment.load_agent(run.info.run_id, [f"tracking.uri={tracking_uri}"])
+    cfg, lines = agent.cfg, []
+    for noise in (False, True):
+        r = evaluate(
+            agent.network,
+            cfg.env.game,
+            episodes=episodes,
+            epsilon=cfg.agent.eval_epsilon,
+            seed=cfg.seed + 54321,
+            max_steps=cfg.tracking.eval_max_steps,
+            env_kwargs=eval_env_kwargs(cfg),
+            noise=noise,
+        )
+        returns = np.asarray(r.returns)
+        lines.append(
+            f"{name}: noise {'on ' if noise else 'off'}: {returns.mean():,.1f} +- "
+            f"{returns.std():,.1f} over {len(returns)} games, mean length "
+            f"{np.mean(r.lengths):,.0f} steps, {len(np.unique(returns))} distinct scores"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
-    """Command-line entry: ``export`` or ``report``."""
+    """Command-line entry: ``export``, ``report`` or ``noisy-eval``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("export", help="copy runs' curves and final scores out of MLflow")
@@ -229,9 +264,15 @@ def main() -> None:
     rep.add_argument("--png", type=Path, default=None)
     rep.add_argument("--weights-png", type=Path, default=None)
     rep.add_argument("--window", type=int, default=20)
+    ev = sub.add_parser("noisy-eval", help="evaluate a run's agent with noise off and on")
+    ev.add_argument("--tracking-uri", required=True)
+    ev.add_argument("--episodes", type=int, default=30)
+    ev.add_argument("name", help="MLflow run name")
     args = parser.parse_args()
     if args.command == "export":
         export(args.tracking_uri, args.names, args.out)
+    elif args.command == "noisy-eval":
+        print(noisy_evaluation(args.tracking_uri, args.name, args.episodes))
     else:
         print(report(args.data, args.png, args.window))
         if args.weights_png is not None:
