@@ -78,6 +78,10 @@ def resolve_checkpoint(ref: str, uri: str, output_dir: str | Path) -> Path:
     return find_run_checkpoint(ref, uri, output_dir)
 
 
+#: ``tracking`` keys never taken from a checkpoint's stored config.
+UNTRUSTED_TRACKING_KEYS = ("uri", "output_dir", "experiment", "run_name")
+
+
 def load_agent(ref: str, overrides: Sequence[str] = (), *, uri: str | None = None) -> LoadedAgent:
     """Load a trained agent from a checkpoint file or a training run id.
 
@@ -108,7 +112,14 @@ def load_agent(ref: str, overrides: Sequence[str] = (), *, uri: str | None = Non
     state = ckpt["ife"]
     spec = agent_spec(state["config"]["agent"]["name"])
     # Checkpoints written before the per-family config hold every key of every family.
-    saved = OmegaConf.create(family_view(state["config"], spec.family))
+    tree = family_view(state["config"], spec.family)
+    # Where to log and write comes from this invocation (its overrides and environment),
+    # never from the checkpoint: a checkpoint from elsewhere must not choose the store (and
+    # receive its credentials) or the folders written to.
+    tree.pop("resume", None)
+    for key in UNTRUSTED_TRACKING_KEYS:
+        tree.get("tracking", {}).pop(key, None)
+    saved = OmegaConf.create(tree)
     with tempfile.TemporaryDirectory() as tmp:
         saved_file = Path(tmp) / "checkpoint_config.yaml"
         OmegaConf.save(saved, saved_file)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,30 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable or not from this platform."""
 
 
+#: MLflow run ids: 32 lowercase hex digits. Checked before an id becomes part of a path.
+RUN_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+
+
+def check_run_id(run_id: str, source: str) -> str:
+    """``run_id`` if it is an MLflow run id.
+
+    Raises:
+        CheckpointError: anything else (``../..``, slashes, ...), naming where it came from.
+    """
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
+        raise CheckpointError(f"{source}: {run_id!r} is not an MLflow run id (32 hex digits)")
+    return run_id
+
+
+def _interpolations(tree: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose string value holds an omegaconf interpolation (``${...}``)."""
+    if isinstance(tree, dict):
+        return [k for key, v in tree.items() for k in _interpolations(v, f"{prefix}{key}.")]
+    if isinstance(tree, list):
+        return [k for i, v in enumerate(tree) for k in _interpolations(v, f"{prefix}{i}.")]
+    return [prefix.rstrip(".")] if isinstance(tree, str) and "${" in tree else []
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a Lightning checkpoint written by :class:`~ife_platform.tasks.rainbow.RainbowTask`.
 
@@ -59,6 +84,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from err
     if not isinstance(ckpt, dict) or "ife" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{p} is not an IFE-platform checkpoint (no 'ife' section)")
+    # The stored config is data: the platform saves it resolved, so an interpolation
+    # (${oc.env:...}) can only come from an edited file, and is never evaluated.
+    bad = _interpolations(ckpt["ife"].get("config", {}))
+    if bad:
+        raise CheckpointError(
+            f"{p}: its stored config holds interpolations at {', '.join(bad)}; a checkpoint's "
+            "config is data and is never interpolated (refused)"
+        )
+    if ckpt["ife"].get("run_id") is not None:
+        check_run_id(ckpt["ife"]["run_id"], f"{p} (its stored run id)")
     return ckpt
 
 
@@ -66,8 +101,12 @@ def find_run_checkpoint(run_id: str, tracking_uri: str, output_dir: str | Path) 
     """The latest checkpoint of an MLflow run: local ``last.ckpt`` first, else the artifact.
 
     Raises:
-        CheckpointError: the run does not exist or has no checkpoint.
+        CheckpointError: not a run id, or the run does not exist or has no checkpoint.
     """
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
+        raise CheckpointError(
+            f"'{run_id}' is neither a checkpoint file nor a run id (MLflow ids are 32 hex digits)"
+        )
     local = Path(output_dir) / run_id / "checkpoints" / "last.ckpt"
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
