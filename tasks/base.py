@@ -129,13 +129,18 @@ class AgentTask(L.LightningModule):
         return int(self.cfg.seed) * 1_000_003 + self.global_rank * 10_007 + self.restarts * 101
 
     # -- collection --------------------------------------------------------------------------
-    def on_collected(self, report: Collected) -> None:
-        """Count what the stream collected: agent steps and finished games."""
+    def on_collected(self, report: Collected) -> int:
+        """Count what the stream collected (agent steps, finished games).
+
+        Returns the number of updates now due; the base learns from every batch it is
+        given (0 extra), an off-policy task answers from its replay ratio.
+        """
         self.env_steps += report.steps
         for ret, length in report.episodes:
             self.episodes += 1
             self.recent_returns.append(ret)
             self._pending_episodes.append((ret, length))
+        return 0
 
     # -- logging -----------------------------------------------------------------------------
     def log_progress(self, terms: dict[str, Tensor], extra: dict[str, float] | None = None) -> None:

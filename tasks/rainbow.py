@@ -239,7 +239,7 @@ class RainbowTask(AgentTask):
         replay.sampler.beta = beta
         return beta
 
-    def on_collected(self, report: Collected) -> int:  # type: ignore[override]
+    def on_collected(self, report: Collected) -> int:
         """Count a collected vector step; returns the number of updates now due.
 
         Updates start with the first agent step after ``learning_starts``; every collected
