@@ -1,7 +1,9 @@
 """IFE platform: the Interpretable Feature Extractor (Pham & Cangelosi, 2025) in deep RL agents.
 
-Public entry points: :func:`build_extractor` (``ife_platform.extractors``), the ``ife`` CLI
-(``ife_platform.cli``) and the config schema (``ife_platform.config``).
+Public entry points (docs/api.md): :func:`build_extractor` (``ife_platform.extractors``),
+``ife_platform.config.compose`` (validated configs), ``ife_platform.experiment`` (train,
+evaluate, explain, compare, load_agent), ``ife_platform.registry`` (agents),
+``ife_platform.integrations.sb3`` (Stable-Baselines3) and the ``ife`` command.
 """
 
 from typing import Any
