@@ -565,13 +565,17 @@ def validate(cfg: DictConfig) -> None:
         "trainer.devices": cfg.trainer.devices,
         "trainer.steps_per_epoch": cfg.trainer.steps_per_epoch,
     }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key} must be positive, got {value}")
+    _require_positive(positive)
     if not 0.0 <= cfg.env.sticky_actions < 1.0:
         raise ConfigError(f"env.sticky_actions must be in [0, 1), got {cfg.env.sticky_actions}")
     _validate_explain(cfg.explain)
     _validate_sequence(cfg.sequence, games)
+
+
+def _require_positive(values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
 
 
 def _validate_rainbow(cfg: DictConfig) -> None:
@@ -588,9 +592,7 @@ def _validate_rainbow(cfg: DictConfig) -> None:
         "agent.target_update_period": cfg.agent.target_update_period,
         "replay.capacity": cfg.replay.capacity,
     }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key} must be positive, got {value}")
+    _require_positive(positive)
     if cfg.agent.updates_per_step <= 0:
         raise ConfigError(f"agent.updates_per_step must be > 0, got {cfg.agent.updates_per_step}")
 

@@ -12,6 +12,7 @@ import torch
 
 from ife_platform.a3c.model import zero_rows
 from ife_platform.envs import AtariEvalEnv
+from ife_platform.extractors.base import mask_entropy
 from ife_platform.policies import is_recurrent
 from ife_platform.rainbow.heads import NoisyLinear
 from ife_platform.scores import has_reference, human_normalized_score
@@ -280,8 +281,7 @@ def evaluate(
 
     def observe(step: StepView) -> None:
         if step.mask is not None:
-            m = step.mask
-            entropies.append(float(-(m * (m + 1e-12).log()).sum()))
+            entropies.append(float(mask_entropy(step.mask[None])))
         if recorder is not None and step.episode == 0:
             if step.mask is not None:
                 recorder.add(step.frame, step.mask.numpy())

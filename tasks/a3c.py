@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from ife_platform.tasks.base import AgentTask, Collected, finished_episodes, mask_entropy
+from ife_platform.tasks.base import AgentTask, Collected, finished_episodes
 from omegaconf import DictConfig
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
@@ -41,6 +41,7 @@ from torch import nn
 from ife_platform.a3c.losses import actor_critic_loss, gae
 from ife_platform.config import to_container
 from ife_platform.envs import AtariVecEnv
+from ife_platform.extractors.base import mask_entropy
 from ife_platform.optim import make_adam
 from ife_platform.registry import get_agent
 

@@ -63,15 +63,6 @@ def finished_episodes(batch: Any) -> list[tuple[float, int]]:
     return [(float(r), int(n)) for r, n in zip(returns, lengths, strict=True)]
 
 
-def mask_entropy(mask: Tensor) -> Tensor:
-    """Mean Shannon entropy (nats) of attention masks ``[B, rows, cols]`` that sum to 1.
-
-    ``H = -sum_i a_i log a_i``; ln(rows * cols) for a uniform mask, 0 for a one-hot one.
-    """
-    m = mask.detach().flatten(1).float()
-    return -(m * (m + 1e-12).log()).sum(-1).mean()
-
-
 class AgentTask(L.LightningModule):
     """Base LightningModule of every agent (manual optimisation).
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ife_platform.tasks.base import AgentTask, Collected, finished_episodes, mask_entropy
+from ife_platform.tasks.base import AgentTask, Collected, finished_episodes
 from omegaconf import DictConfig
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
@@ -38,6 +38,7 @@ from torchrl.data import TensorDictPrioritizedReplayBuffer
 
 from ife_platform.envs import AtariVecEnv
 from ife_platform.extractors import extractor_kwargs
+from ife_platform.extractors.base import mask_entropy
 from ife_platform.optim import make_adam
 from ife_platform.rainbow.agent import Actor, QNetwork, build_q_network, linear_schedule
 from ife_platform.rainbow.losses import categorical_double_q_loss, huber_double_q_loss

@@ -399,3 +399,20 @@ def test_vectorised_geometry_matches_per_cell(name):
         for c in range(cols):
             assert tuple(wins[r, c].tolist()) == model.cell_input_window(r, c)
             assert tuple(rects[r, c].tolist()) == model.cell_screen_rect(r, c, (250, 160))
+
+
+def test_mask_entropy_by_hand() -> None:
+    from ife_platform.extractors.base import mask_entropy
+
+    uniform = torch.full((2, 14, 14), 1 / 196)
+    onehot = torch.zeros(1, 2, 2)
+    onehot[0, 1, 0] = 1.0
+    half = torch.tensor([[[0.5, 0.5], [0.0, 0.0]]])  # H = ln 2
+    assert float(mask_entropy(uniform)) == pytest.approx(math.log(196), rel=1e-5)
+    assert float(mask_entropy(onehot)) == pytest.approx(0.0, abs=1e-9)
+    assert float(mask_entropy(half)) == pytest.approx(math.log(2), rel=1e-6)
+    # the batch mean: (ln 196 + 0) / 2 for one uniform and one one-hot 14x14 mask
+    mixed = torch.stack(
+        [uniform[0], torch.nn.functional.one_hot(torch.tensor(5), 196).view(14, 14).float()]
+    )
+    assert float(mask_entropy(mixed)) == pytest.approx(math.log(196) / 2, rel=1e-5)

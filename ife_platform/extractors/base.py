@@ -42,6 +42,15 @@ def conv_output_size(size: int, layers: Sequence[tuple[int, int]]) -> int:
     return n
 
 
+def mask_entropy(mask: Tensor) -> Tensor:
+    """Mean Shannon entropy (nats) of attention masks ``[B, rows, cols]`` that sum to 1.
+
+    ``H = -sum_i a_i log a_i``; ln(rows * cols) for a uniform mask, 0 for a one-hot one.
+    """
+    m = mask.detach().flatten(1).float()
+    return -(m * (m + 1e-12).log()).sum(-1).mean()
+
+
 class FeatureExtractor(nn.Module):
     """Base class: observation ``[B, C, H, W]`` -> features ``[B, features_dim]``.
 
