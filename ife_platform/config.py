@@ -150,6 +150,8 @@ class TrainerConfig:
     strategy: str = "auto"  # auto | ddp
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed (GPU)
     steps_per_epoch: int = 10_000  # agent steps per Lightning epoch; checkpoints at epoch ends
+    checkpoint_every: int = 0  # also checkpoint every this many agent steps (0: epoch ends only)
+    keep_checkpoints: int = 2  # step-named checkpoints kept in the run folder (newest first)
     log_every_updates: int = 50
     progress_bar: bool = True
 
@@ -220,6 +222,9 @@ class TrainConfig:
     """Budget."""
 
     total_steps: int = 100_000  # agent steps per rank (1 agent step = frame_skip frames per env)
+    # a non-finite loss, gradient or priority: stop (run FAILED, exit non-zero, the last finite
+    # state kept as a checkpoint) | skip_batch (drop that update, count it, go on)
+    nan_policy: str = "stop"
 
 
 @dataclass
