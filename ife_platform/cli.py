@@ -1,6 +1,8 @@
 """The ``ife`` command: ``train``, ``evaluate``, ``ui``.
 
-Exit codes: 0 success, 2 bad input (config, checkpoint, tracking store), 1 anything else.
+Exit codes: 0 success, 2 bad input (config, checkpoint, tracking store), 128 + N for a run
+stopped by signal N before its budget (checkpointed; continue with ``resume=RUN_ID``), 1
+anything else (a non-finite loss included).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from ife_platform.config import ConfigError, compose
 
 EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
 
 _USAGE = """\
 ife train [PRESET | FILE.yaml ...] [key=value ...]
@@ -227,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {choices_msg('command', command, list(COMMANDS))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from ife_platform.checkpoint import CheckpointError
+    from ife_platform.runs import NonFiniteError, RunInterrupted
     from ife_platform.tracking import TrackingConfigError, TrackingUnreachableError
 
     try:
@@ -234,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, TrackingConfigError, TrackingUnreachableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RunInterrupted as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        return err.exit_code
+    except NonFiniteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

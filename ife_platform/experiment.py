@@ -104,16 +104,15 @@ def resolve_resume(cfg: DictConfig, uri: str) -> tuple[str | None, str | None]:
         CheckpointError: no such file or run, or a corrupt checkpoint.
         ConfigError: the checkpoint was trained on another game, extractor or agent.
     """
-    from ife_platform.checkpoint import find_run_checkpoint, load_checkpoint
+    from ife_platform.checkpoint import load_checkpoint, open_run_checkpoint
 
     if not cfg.resume:
         return None, None
     path = Path(cfg.resume)
     if path.suffix == ".ckpt" or path.exists():
-        ckpt_path = path
+        ckpt_path, ckpt = path, load_checkpoint(path)
     else:
-        ckpt_path = find_run_checkpoint(cfg.resume, uri, cfg.tracking.output_dir)
-    ckpt = load_checkpoint(ckpt_path)
+        ckpt_path, ckpt = open_run_checkpoint(cfg.resume, uri, cfg.tracking.output_dir)
     saved = ckpt["ife"]["config"]
     for group, key in (("env", "game"), ("model", "extractor"), ("agent", "name")):
         was, now = saved[group][key], cfg[group][key]
@@ -183,15 +182,22 @@ def _open_run(
     ckpt_path: str | None,
     parent_run_id: str | None,
     run_tags: dict[str, str] | None,
-) -> str:
-    """Rank 0: create (or reopen) the MLflow run and log the config; returns its id."""
+) -> tuple[str, str | None]:
+    """Rank 0: create (or reopen) the MLflow run and log the config.
+
+    Returns the run id and, for a resumed run, the status it had before (restored if the
+    resume fails before training starts).
+    """
     import mlflow
 
+    from ife_platform.runs import PROCESS_TAG, current_process
     from ife_platform.tracking import ensure_experiment, log_config, log_environment
 
     client = mlflow.MlflowClient(uri)
+    previous = None
     if resumed_run:
         run_id = resumed_run
+        previous = client.get_run(run_id).info.status
         client.update_run(run_id, status="RUNNING")
     else:
         exp_id = ensure_experiment(client, cfg.tracking.experiment)
@@ -199,6 +205,7 @@ def _open_run(
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         run_id = client.create_run(exp_id, run_name=cfg.tracking.run_name, tags=tags).info.run_id
+    client.set_tag(run_id, PROCESS_TAG, current_process().tag())
     out_dir = Path(cfg.tracking.output_dir).resolve() / run_id
     if resumed_run:  # params are immutable in MLflow: keep the resumed config as a file
         client.log_text(run_id, to_yaml(cfg), f"config_resume_{Path(str(ckpt_path)).stem}.yaml")
@@ -207,7 +214,45 @@ def _open_run(
         log_config(to_yaml(cfg), params, run_id=run_id, client=client)
     log_environment(run_id=run_id, client=client)
     client.set_tag(run_id, "ife.checkpoint_dir", str(out_dir / "checkpoints"))
-    return run_id
+    return run_id, previous
+
+
+def _close_run(
+    uri: str, run_id: str, error: BaseException | None, progressed: bool, previous: str | None
+) -> None:
+    """Rank 0: the run's final status, honest about how it ended.
+
+    FINISHED when training ran to its budget; KILLED when a signal stopped it (it
+    checkpointed and can be resumed); the status it had before when a resume failed before
+    training started (a finished run stays FINISHED); FAILED otherwise.
+    """
+    import mlflow
+
+    from ife_platform.runs import NonFiniteError, SignalStop
+
+    client = mlflow.MlflowClient(uri)
+    if error is None:
+        client.set_terminated(run_id, status="FINISHED")
+        return
+    if isinstance(error, SignalStop | KeyboardInterrupt) or _is_sigterm(error):
+        client.set_tag(run_id, "ife.end", f"stopped by a signal ({type(error).__name__})")
+        client.set_terminated(run_id, status="KILLED")
+        return
+    message = f"{type(error).__name__}: {error}"[:4000]
+    if previous is not None and not progressed:
+        client.set_tag(run_id, "ife.failed_resume", message)
+        client.set_terminated(run_id, status=previous)
+        return
+    if isinstance(error, NonFiniteError):
+        client.set_tag(run_id, "ife.nonfinite", ",".join(error.terms))
+    client.set_tag(run_id, "ife.end", message)
+    client.set_terminated(run_id, status="FAILED")
+
+
+def _is_sigterm(error: BaseException) -> bool:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    return isinstance(error, SIGTERMException)
 
 
 def train(
@@ -222,7 +267,8 @@ def train(
 
     Everything that can be checked cheaply (config, tracking store, resume checkpoint) is
     checked before any env or network is built. The Lightning task is the registry's
-    (``agent_spec(cfg.agent.name).task_class()``).
+    (``agent_spec(cfg.agent.name).task_class()``). Checkpoints, stops and run statuses:
+    :mod:`ife_platform.runs`, :class:`~ife_platform.callbacks.checkpoint.RunCheckpoints`.
 
     Args:
         cfg: the validated config (:func:`ife_platform.config.compose`).
@@ -234,7 +280,10 @@ def train(
 
     Raises:
         ConfigError, CheckpointError, TrackingUnreachableError: before any work starts.
+        RunInterrupted: a signal (SIGTERM, SIGUSR1, SIGINT) stopped the run; it checkpointed.
+        NonFiniteError: a non-finite update with ``train.nan_policy=stop``.
     """
+    from ife_platform.runs import RunInterrupted, SignalStop, SignalWatch
     from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
 
     uri = resolve_tracking_uri(cfg.tracking.uri)
@@ -244,25 +293,72 @@ def train(
     ckpt_path, resumed_run = resolve_resume(cfg, uri)
     Task = agent_spec(cfg.agent.name).task_class()
 
-    import lightning as L
     import mlflow
-    from lightning.pytorch.callbacks import TQDMProgressBar
-    from lightning.pytorch.loggers import MLFlowLogger
 
-    from ife_platform.callbacks.artifacts import CheckpointArtifact
-    from ife_platform.callbacks.checkpoint import EpochEndCheckpoint
-    from ife_platform.callbacks.evaluation import DDPWeightCheck, FinalEvaluation
-    from ife_platform.envs import eval_env_kwargs
+    from ife_platform.runs import reap_dead_runs
 
     # Rank 0 owns the MLflow run; the ranks Lightning launches find its id in the environment.
     run_id = os.environ.get("IFE_RUN_ID") if rank != 0 else None
+    previous = None
     if run_id is None:
-        run_id = _open_run(cfg, uri, resumed_run, ckpt_path, parent_run_id, run_tags)
+        reap_dead_runs(mlflow.MlflowClient(uri))
+        run_id, previous = _open_run(cfg, uri, resumed_run, ckpt_path, parent_run_id, run_tags)
         os.environ["IFE_RUN_ID"] = run_id
-    out_dir = Path(cfg.tracking.output_dir).resolve() / run_id
+    watch = SignalWatch()
+    parts: dict[str, Any] = {}
+    try:
+        with watch.installed():
+            result = _fit(cfg, uri, run_id, ckpt_path, resumed_run, callbacks, setup, Task, parts)
+    except BaseException as err:
+        trainer, checkpoints = parts.get("trainer"), parts.get("checkpoints")
+        if trainer is None or trainer.global_rank == 0:
+            progressed = checkpoints is not None and checkpoints.progressed(parts.get("task"))
+            _close_run(uri, run_id, err, progressed, previous)
+        signum = err.signum if isinstance(err, SignalStop) else watch.signum
+        if signum is not None and (
+            isinstance(err, SignalStop | KeyboardInterrupt) or _is_sigterm(err)
+        ):
+            raise RunInterrupted(run_id, signum) from err
+        if isinstance(err, SystemExit) and watch.signum is not None:  # Lightning's Ctrl-C exit
+            raise RunInterrupted(run_id, watch.signum) from err
+        raise
+    if result.trainer.global_rank == 0:
+        _close_run(uri, run_id, None, True, previous)
+    return result
 
-    logger = MLFlowLogger(
-        experiment_name=cfg.tracking.experiment, tracking_uri=uri, run_id=run_id, log_model=False
+
+def _fit(
+    cfg: DictConfig,
+    uri: str,
+    run_id: str,
+    ckpt_path: str | None,
+    resumed_run: str | None,
+    callbacks: Sequence[Any],
+    setup: Callable[[Any], None] | None,
+    Task: Any,
+    parts: dict[str, Any],
+) -> RunResult:
+    """Build the logger, callbacks, trainer and task, and fit (``parts`` gets them as built)."""
+    import lightning as L
+    import mlflow
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from ife_platform.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoints
+    from ife_platform.callbacks.evaluation import DDPWeightCheck, FinalEvaluation
+    from ife_platform.callbacks.resumed_logger import ResumedMLFlowLogger
+    from ife_platform.envs import eval_env_kwargs
+    from ife_platform.runs import logged_through
+
+    out_dir = Path(cfg.tracking.output_dir).resolve() / run_id
+    # A resumed run replays the steps between its checkpoint and where it died: those were
+    # logged already, and are not logged twice.
+    logged = logged_through(mlflow.MlflowClient(uri), run_id) if resumed_run else {}
+    logger = ResumedMLFlowLogger(
+        logged,
+        experiment_name=cfg.tracking.experiment,
+        tracking_uri=uri,
+        run_id=run_id,
+        log_model=False,
     )
     final = FinalEvaluation(
         episodes=cfg.tracking.eval_episodes,
@@ -274,13 +370,13 @@ def train(
         env_kwargs=eval_env_kwargs(cfg),
         seed=cfg.seed + 12345,
     )
-    all_callbacks = [
-        EpochEndCheckpoint(str(out_dir / "checkpoints")),
-        CheckpointArtifact(),
-        DDPWeightCheck(),
-        final,
-        *callbacks,
-    ]
+    checkpoints = RunCheckpoints(
+        out_dir / "checkpoints",
+        every_steps=cfg.trainer.checkpoint_every,
+        keep=cfg.trainer.keep_checkpoints,
+    )
+    parts["checkpoints"] = checkpoints
+    all_callbacks = [checkpoints, DDPWeightCheck(), final, *callbacks]
     if cfg.trainer.progress_bar:
         import sys
 
@@ -292,23 +388,21 @@ def train(
         log_every_n_steps=1,
         enable_progress_bar=cfg.trainer.progress_bar,
         enable_model_summary=False,
+        enable_checkpointing=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
         default_root_dir=str(out_dir),
+        plugins=[AtomicCheckpointIO()],
         **trainer_kwargs(cfg),
     )
+    parts["trainer"] = trainer
     task = Task(cfg)
     task.run_id = run_id
+    task.checkpoint_dir = out_dir / "checkpoints"
+    parts["task"] = task
     if setup is not None:
         setup(task)
-    try:
-        trainer.fit(task, ckpt_path=ckpt_path, weights_only=True)
-    except BaseException:
-        if trainer.global_rank == 0:
-            mlflow.MlflowClient(uri).set_terminated(run_id, status="FAILED")
-        raise
-    if trainer.global_rank == 0:
-        mlflow.MlflowClient(uri).set_terminated(run_id, status="FINISHED")
+    trainer.fit(task, ckpt_path=ckpt_path, weights_only=True)
     return RunResult(
         run_id=run_id,
         tracking_uri=uri,

@@ -13,11 +13,13 @@ their own counters and RNG streams through :meth:`AgentTask.counter_names` and
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -30,7 +32,13 @@ from ife_platform.checkpoint import restore_rng, rng_state
 from ife_platform.config import to_container
 from ife_platform.envs import atari_spec
 from ife_platform.registry import get_agent
+from ife_platform.runs import NonFiniteError
 from ife_platform.scores import has_reference, human_normalized_score
+
+log = logging.getLogger(__name__)
+
+#: ``train.nan_policy`` values.
+NAN_POLICIES = ("stop", "skip_batch")
 
 
 @dataclass
@@ -75,7 +83,7 @@ class AgentTask(L.LightningModule):
     """
 
     #: Counters saved in checkpoints and restored on resume (subclasses extend).
-    counter_names: Sequence[str] = ("env_steps", "updates", "episodes", "restarts")
+    counter_names: Sequence[str] = ("env_steps", "updates", "episodes", "restarts", "skipped")
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__()
@@ -88,6 +96,8 @@ class AgentTask(L.LightningModule):
         self.updates = 0
         self.episodes = 0
         self.restarts = 0  # resumes so far: games restart with fresh seeds after each
+        self.skipped = 0  # non-finite updates dropped (train.nan_policy=skip_batch)
+        self.checkpoint_dir: Path | None = None  # the run's checkpoint folder (set by train)
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.run_id: str | None = None  # MLflow run, stored in checkpoints
         self._pending_episodes: list[tuple[float, int]] = []
@@ -133,6 +143,56 @@ class AgentTask(L.LightningModule):
             self._pending_episodes.append((ret, length))
         return 0
 
+    # -- updates -----------------------------------------------------------------------------
+    def guarded_step(
+        self,
+        opt: Any,
+        loss: Tensor,
+        watched: dict[str, Tensor],
+        grad_clip: float | None,
+    ) -> bool:
+        """Backward, clip, check for non-finite values, then step (``train.nan_policy``).
+
+        The loss, the gradient norm (after clipping) and every ``watched`` tensor (for example
+        the new priorities) are checked with one host sync before the optimiser step, so a
+        non-finite update is never applied. Under DDP the gradients are all-reduced before
+        the check, so every rank decides alike. With ``16-mixed`` precision the gradient
+        check is left to the loss scaler, which skips overflowing steps itself.
+
+        Returns:
+            True if the update was applied; False if it was dropped (``skip_batch``).
+
+        Raises:
+            NonFiniteError: with ``stop`` (the default), naming the step and the terms.
+        """
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if grad_clip is not None:
+            self.clip_gradients(opt, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
+        checked = {"loss": loss.detach(), **{k: v.detach() for k, v in watched.items()}}
+        if "16" not in str(self.trainer.precision):
+            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            if grads:
+                norms = torch._foreach_norm(grads)
+                checked["gradients"] = torch.linalg.vector_norm(torch.stack(norms))
+        finite = torch.stack([torch.isfinite(v).all() for v in checked.values()]).tolist()
+        if all(finite):
+            opt.step()
+            return True
+        bad = [name for name, ok in zip(checked, finite, strict=True) if not ok]
+        opt.zero_grad(set_to_none=True)
+        if self.cfg.train.nan_policy == "stop":
+            raise NonFiniteError(self.env_steps, self.updates + 1, bad)
+        self.skipped += 1
+        if self.skipped == 1 or self.skipped % 100 == 0:
+            log.warning(
+                "non-finite %s at agent step %d: update dropped (%d so far)",
+                ", ".join(bad),
+                self.env_steps,
+                self.skipped,
+            )
+        return False
+
     # -- logging -----------------------------------------------------------------------------
     def log_progress(self, terms: dict[str, Tensor], extra: dict[str, float] | None = None) -> None:
         """Log the scalar loss terms, counters, rates and finished games to MLflow.
@@ -148,6 +208,8 @@ class AgentTask(L.LightningModule):
             metrics["updates_per_s"] = (self.updates - updates) / max(now - t, 1e-9)
         self._last_log = (now, self.env_steps, self.updates)
         metrics.update(env_steps=float(self.env_steps), updates=float(self.updates))
+        if self.skipped:
+            metrics["skipped_updates"] = float(self.skipped)
         metrics.update(extra or {})
         if self.logger is not None and self.global_rank == 0:
             self.logger.log_metrics({f"train/{k}": v for k, v in metrics.items()}, self.env_steps)
@@ -191,8 +253,9 @@ class AgentTask(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
         state = checkpoint["ife"]
-        for name in self.counter_names:
-            setattr(self, name, type(getattr(self, name))(state["counters"][name]))
+        for name in self.counter_names:  # counters added later default to their start value
+            value = state["counters"].get(name, getattr(self, name))
+            setattr(self, name, type(getattr(self, name))(value))
         # Emulator state is not restorable: games in flight restart, with fresh seeds.
         self.restarts += 1
         restore_rng(state["rng"])

@@ -21,7 +21,6 @@ With DDP each rank builds its own env (seeded by rank), collector and replay in
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from ife_platform.rainbow.replay import (
     importance_weights,
     priority_quantiles,
 )
+from ife_platform.rainbow.snapshot import load_replay, save_replay, snapshot_name
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class StepConstants:
     life_loss_terminal: bool
     noisy: bool
     double_q: bool
-    grad_clip: float
+    grad_clip: float | None  # None: no clipping
     target_update_period: int
     log_every_updates: int
     epsilon_start: float
@@ -120,7 +120,7 @@ class StepConstants:
             life_loss_terminal=bool(cfg.env.life_loss_terminal),
             noisy=bool(cfg.model.noisy),
             double_q=bool(a.double_q),
-            grad_clip=float(cfg.optim.grad_clip),
+            grad_clip=None if cfg.optim.grad_clip is None else float(cfg.optim.grad_clip),
             target_update_period=int(a.target_update_period),
             log_every_updates=int(cfg.trainer.log_every_updates),
             epsilon_start=float(a.epsilon_start),
@@ -308,11 +308,8 @@ class RainbowTask(AgentTask):
         self.seed_everything()
         self._stream = self.build_stream()
         self.replay = self._stream.replay
-        if self._replay_dir is not None:
-            folder = Path(self._replay_dir.format(rank=self.global_rank))
-            if not folder.is_dir():
-                raise FileNotFoundError(f"the checkpoint's replay buffer is missing: {folder}")
-            self.replay.loads(folder)
+        if self._replay_step is not None:
+            self._load_replay(self._replay_step)
         elif self._restored_rng:
             log.warning(
                 "resuming without a saved replay buffer: it refills from empty "
@@ -381,10 +378,10 @@ class RainbowTask(AgentTask):
         opt = self.optimizers()
         batch = batch.to(self.device)
         terms = self.loss(batch)
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(terms["loss"])
-        self.clip_gradients(opt, gradient_clip_val=self.k.grad_clip, gradient_clip_algorithm="norm")
-        opt.step()
+        if not self.guarded_step(
+            opt, terms["loss"], {"td_error": terms["td_error"]}, self.k.grad_clip
+        ):
+            return None  # dropped (train.nan_policy=skip_batch): no priorities, no count
         self.updates += 1
         # New priorities from this batch's TD errors (|TD| or the C51 cross-entropy).
         batch.set("td_error", terms["td_error"].detach().float().cpu())
@@ -421,31 +418,52 @@ class RainbowTask(AgentTask):
         self.actor.generator.set_state(rng["actor"])
 
     def extra_checkpoint_state(self) -> dict[str, Any]:  # noqa: D102
-        return {"replay_dir": self._dump_replay()}
+        # Written before the checkpoint file itself, so a checkpoint never names a snapshot
+        # that is not complete on disk.
+        if not self.cfg.replay.save_buffer or self.replay is None or self.checkpoint_dir is None:
+            return {}
+        save_replay(
+            self.replay, self.checkpoint_dir / snapshot_name(self.global_rank, self.env_steps)
+        )
+        return {"replay_step": self.env_steps}
+
+    def after_checkpoint(self, folder: Path, env_steps: int) -> None:
+        """Keep only this rank's replay snapshot of the newest checkpoint (it is large)."""
+        keep = snapshot_name(self.global_rank, env_steps)
+        for old in folder.glob(f"replay-rank{self.global_rank}-step-*.pt"):
+            if old.name != keep:
+                old.unlink(missing_ok=True)
 
     def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: D102
-        self._replay_dir = state.get("replay_dir")
+        self._replay_step = state.get("replay_step")
+        if state.get("replay_dir"):
+            log.warning(
+                "the checkpoint names a replay folder in the old TorchRL format (%s); it is "
+                "not loaded (that format unpickles files): the buffer refills from empty",
+                state["replay_dir"],
+            )
 
-    def _dump_replay(self) -> str | None:
-        """With ``replay.save_buffer``, write this rank's buffer beside the checkpoints.
+    def _load_replay(self, env_steps: int) -> None:
+        """Load this rank's snapshot of the restored checkpoint from the run's own folder.
 
-        Costs ``capacity`` x ~56 KB on disk (the whole storage is written, uint8 obs and next_obs
-        plus priorities). Returns the folder name pattern (``{rank}`` filled in per rank).
+        The file name comes from the rank and the restored step, never from the checkpoint,
+        so a checkpoint cannot point the loader at another folder.
         """
-        ckpt_cb = getattr(self.trainer, "checkpoint_callback", None) if self._trainer else None
-        if not self.cfg.replay.save_buffer or self.replay is None or ckpt_cb is None:
-            return None
-        pattern = str(Path(ckpt_cb.dirpath) / "replay_rank{rank}")
-        final = Path(pattern.format(rank=self.global_rank))
-        tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.replay.dumps(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)  # a crash mid-dump never leaves a half-written buffer under the name
-        return pattern
+        assert self.replay is not None
+        path = None
+        if self.checkpoint_dir is not None:
+            path = self.checkpoint_dir / snapshot_name(self.global_rank, int(env_steps))
+        if path is None or not path.is_file():
+            log.warning(
+                "no replay snapshot for agent step %d in the run's checkpoint folder (%s): the "
+                "buffer refills from empty",
+                env_steps,
+                self.checkpoint_dir,
+            )
+            return
+        load_replay(self.replay, path)
 
-    _replay_dir: str | None = None
+    _replay_step: int | None = None
 
 
 class _LazyIterable:

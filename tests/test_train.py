@@ -101,10 +101,15 @@ def test_cli_train_logs_run_then_resume_continues(workdir: Path) -> None:
     _ife_train(workdir, args2)
     assert len(client.search_runs([run.info.experiment_id])) == 1
     ckpt2 = load_checkpoint(workdir / "out" / run_id / "checkpoints" / "last.ckpt")
-    # one checkpoint file, overwritten (no Lightning "last-v1.ckpt" beside a stale last.ckpt)
-    assert sorted(p.name for p in (workdir / "out" / run_id / "checkpoints").iterdir()) == [
-        "last.ckpt"
+    # the newest two step-named checkpoints (trainer.keep_checkpoints=2) and last.ckpt, the
+    # same file as the newest (no Lightning "last-v1.ckpt" beside a stale last.ckpt)
+    folder = workdir / "out" / run_id / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "last.ckpt",
+        "step-000000240.ckpt",
+        "step-000000360.ckpt",
     ]
+    assert (folder / "last.ckpt").samefile(folder / "step-000000360.ckpt")
     second = ckpt2["ife"]["counters"]
     # the buffer was not saved: it refills from empty (n-step needs n steps before the first
     # transition), so a few updates fewer than an uninterrupted run
@@ -268,8 +273,10 @@ def test_ddp_two_processes_cpu_identical_weights(workdir: Path) -> None:
 def test_resume_with_saved_replay_continues_exactly(workdir: Path) -> None:
     _, _, task = _fit(workdir, ["replay.save_buffer=true", "seed=5"])
     size, updates = len(task.replay), task.updates
-    ckpt_path = Path(task.trainer.checkpoint_callback.dirpath) / "last.ckpt"
-    assert (ckpt_path.parent / "replay_rank0").is_dir()
+    ckpt_path = task.checkpoint_dir / "last.ckpt"
+    # one snapshot, of the newest checkpoint, in the run's own folder
+    snapshots = sorted(p.name for p in task.checkpoint_dir.glob("replay-rank0-*.pt"))
+    assert snapshots == [f"replay-rank0-step-{task.env_steps:09d}.pt"]
     _, _, resumed = _fit(
         workdir,
         ["replay.save_buffer=true", "seed=5", "train.total_steps=360", f"resume={ckpt_path}"],
