@@ -16,6 +16,7 @@ Facts this module is built around (stack-facts.md, "MLflow"):
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import platform
 import re
@@ -144,6 +145,57 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
             query = candidate[len(candidate.split("?", 1)[0]) :]
             return f"sqlite:///{Path(path).expanduser().absolute()}{query}"
     return candidate
+
+
+#: SQLAlchemy database URIs MLflow takes (``dialect[+driver]://``): the module each driver
+#: imports and the pip package that provides it. A bare dialect uses SQLAlchemy's default.
+DB_DRIVERS: dict[str, tuple[str, str]] = {
+    "postgresql": ("psycopg2", "psycopg2-binary"),
+    "postgresql+psycopg2": ("psycopg2", "psycopg2-binary"),
+    "postgresql+psycopg": ("psycopg", "psycopg[binary]"),
+    "postgresql+pg8000": ("pg8000", "pg8000"),
+    "mysql": ("MySQLdb", "mysqlclient"),
+    "mysql+mysqldb": ("MySQLdb", "mysqlclient"),
+    "mysql+pymysql": ("pymysql", "PyMySQL"),
+    "mysql+mysqlconnector": ("mysql.connector", "mysql-connector-python"),
+    "mssql": ("pyodbc", "pyodbc"),
+    "mssql+pyodbc": ("pyodbc", "pyodbc"),
+    "mssql+pymssql": ("pymssql", "pymssql"),
+}
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package of a dotted name
+        return False
+
+
+def missing_store_driver(uri: str | None) -> str | None:
+    """Why a database tracking store cannot be opened with the installed packages, or None.
+
+    Checks that the database driver of a ``postgresql://``, ``mysql://`` or ``mssql://``
+    (``+driver`` included) URI is importable, without importing it or connecting. ``uri`` is
+    ``tracking.uri`` (None: ``$MLFLOW_TRACKING_URI``); other schemes answer None.
+
+    Args:
+        uri: The configured tracking URI, or None.
+
+    Returns:
+        A message naming the store and the package to install, or None.
+    """
+    candidate = (uri or "").strip() or os.environ.get(TRACKING_URI_ENV, "").strip()
+    scheme = urlparse(candidate).scheme.lower()
+    if scheme not in DB_DRIVERS:
+        return None
+    module, package = DB_DRIVERS[scheme]
+    if _importable(module):
+        return None
+    return (
+        f"the {scheme.split('+')[0]} tracking store {scheme}://... needs the database driver "
+        f"module {module}, which is not installed; install it with `pip install {package}` "
+        f"(or name an installed driver in the URI: {scheme.split('+')[0]}+DRIVER://)"
+    )
 
 
 def _auth_headers() -> dict[str, str]:

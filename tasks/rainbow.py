@@ -97,7 +97,7 @@ class StepConstants:
     life_loss_terminal: bool
     noisy: bool
     double_q: bool
-    grad_clip: float
+    grad_clip: float | None  # None: no clipping
     target_update_period: int
     log_every_updates: int
     epsilon_start: float
@@ -120,7 +120,7 @@ class StepConstants:
             life_loss_terminal=bool(cfg.env.life_loss_terminal),
             noisy=bool(cfg.model.noisy),
             double_q=bool(a.double_q),
-            grad_clip=float(cfg.optim.grad_clip),
+            grad_clip=None if cfg.optim.grad_clip is None else float(cfg.optim.grad_clip),
             target_update_period=int(a.target_update_period),
             log_every_updates=int(cfg.trainer.log_every_updates),
             epsilon_start=float(a.epsilon_start),
@@ -383,7 +383,10 @@ class RainbowTask(AgentTask):
         terms = self.loss(batch)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(terms["loss"])
-        self.clip_gradients(opt, gradient_clip_val=self.k.grad_clip, gradient_clip_algorithm="norm")
+        if self.k.grad_clip is not None:
+            self.clip_gradients(
+                opt, gradient_clip_val=self.k.grad_clip, gradient_clip_algorithm="norm"
+            )
         opt.step()
         self.updates += 1
         # New priorities from this batch's TD errors (|TD| or the C51 cross-entropy).
