@@ -102,6 +102,7 @@ def find_run_checkpoint(run_id: str, tracking_uri: str, output_dir: str | Path) 
 
     Raises:
         CheckpointError: not a run id, or the run does not exist or has no checkpoint.
+        TrackingUnreachableError: the store cannot be used (``open_tracking_store``).
     """
     if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
         raise CheckpointError(
@@ -111,7 +112,9 @@ def find_run_checkpoint(run_id: str, tracking_uri: str, output_dir: str | Path) 
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    from ife_platform.tracking import open_tracking_store
+
+    client = MlflowClient(open_tracking_store(tracking_uri))  # checked, never another app's db
     try:
         run = client.get_run(run_id)
     except MlflowException as err:

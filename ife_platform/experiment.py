@@ -187,18 +187,26 @@ def _open_run(
     """Rank 0: create (or reopen) the MLflow run and log the config; returns its id."""
     import mlflow
 
-    from ife_platform.tracking import ensure_experiment, log_config, log_environment
+    from ife_platform.tracking import (
+        ensure_experiment,
+        log_config,
+        log_environment,
+        retry_if_locked,
+    )
 
     client = mlflow.MlflowClient(uri)
     if resumed_run:
         run_id = resumed_run
-        client.update_run(run_id, status="RUNNING")
+        retry_if_locked(lambda: client.update_run(run_id, status="RUNNING"))
     else:
         exp_id = ensure_experiment(client, cfg.tracking.experiment)
         tags = dict(run_tags or {})
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
-        run_id = client.create_run(exp_id, run_name=cfg.tracking.run_name, tags=tags).info.run_id
+        run = retry_if_locked(
+            lambda: client.create_run(exp_id, run_name=cfg.tracking.run_name, tags=tags)
+        )
+        run_id = run.info.run_id
     out_dir = Path(cfg.tracking.output_dir).resolve() / run_id
     if resumed_run:  # params are immutable in MLflow: keep the resumed config as a file
         client.log_text(run_id, to_yaml(cfg), f"config_resume_{Path(str(ckpt_path)).stem}.yaml")
@@ -206,7 +214,9 @@ def _open_run(
         params = run_params(cfg, uri, in_sequence=parent_run_id is not None)
         log_config(to_yaml(cfg), params, run_id=run_id, client=client)
     log_environment(run_id=run_id, client=client)
-    client.set_tag(run_id, "ife.checkpoint_dir", str(out_dir / "checkpoints"))
+    retry_if_locked(
+        lambda: client.set_tag(run_id, "ife.checkpoint_dir", str(out_dir / "checkpoints"))
+    )
     return run_id
 
 
@@ -235,12 +245,15 @@ def train(
     Raises:
         ConfigError, CheckpointError, TrackingUnreachableError: before any work starts.
     """
-    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
+    from ife_platform.tracking import open_tracking_store, resolve_tracking_uri, retry_if_locked
 
-    uri = resolve_tracking_uri(cfg.tracking.uri)
     rank = process_rank()
-    if rank <= 0:
-        check_tracking_reachable(uri)
+    # rank 0 (or a single process) opens the store: checks it and creates an SQLite schema
+    uri = (
+        open_tracking_store(cfg.tracking.uri)
+        if rank <= 0
+        else resolve_tracking_uri(cfg.tracking.uri)
+    )
     ckpt_path, resumed_run = resolve_resume(cfg, uri)
     Task = agent_spec(cfg.agent.name).task_class()
 
@@ -305,10 +318,10 @@ def train(
         trainer.fit(task, ckpt_path=ckpt_path, weights_only=True)
     except BaseException:
         if trainer.global_rank == 0:
-            mlflow.MlflowClient(uri).set_terminated(run_id, status="FAILED")
+            retry_if_locked(lambda: mlflow.MlflowClient(uri).set_terminated(run_id, "FAILED"))
         raise
     if trainer.global_rank == 0:
-        mlflow.MlflowClient(uri).set_terminated(run_id, status="FINISHED")
+        retry_if_locked(lambda: mlflow.MlflowClient(uri).set_terminated(run_id, "FINISHED"))
     return RunResult(
         run_id=run_id,
         tracking_uri=uri,
@@ -357,14 +370,12 @@ def evaluate(
     """
     from ife_platform.envs import eval_env_kwargs
     from ife_platform.evaluation import evaluate as play_games
-    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
+    from ife_platform.tracking import open_tracking_store, resolve_tracking_uri
 
     if isinstance(agent, str):
         agent = load_agent(agent, overrides)
     cfg = agent.cfg
-    uri = resolve_tracking_uri(cfg.tracking.uri)
-    if log:
-        check_tracking_reachable(uri)
+    uri = open_tracking_store(cfg.tracking.uri) if log else resolve_tracking_uri(cfg.tracking.uri)
     record = cfg.tracking.video if video is None else video
     out_dir = Path(cfg.tracking.output_dir).resolve() / (agent.run_id or "evaluate")
     result = play_games(
@@ -432,13 +443,12 @@ def explain(agent: LoadedAgent | str, overrides: Sequence[str] = ()) -> ExplainR
     import mlflow
 
     from ife_platform.interpret import explain as E
-    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
+    from ife_platform.tracking import open_tracking_store
 
     if isinstance(agent, str):
         agent = load_agent(agent, overrides)
     cfg, x = agent.cfg, agent.cfg.explain
-    uri = resolve_tracking_uri(cfg.tracking.uri)
-    check_tracking_reachable(uri)
+    uri = open_tracking_store(cfg.tracking.uri)
     rec, note = E.record_agent(agent, video=x.video)
     explanation = E.analyse(agent.network, rec, x, seed=cfg.seed, objects_note=note)
     run_id = log_run(uri, agent, cfg, "explain")
@@ -497,11 +507,7 @@ def compare(
 
     from ife_platform.interpret import compare as C
     from ife_platform.interpret import explain as E
-    from ife_platform.tracking import (
-        check_tracking_reachable,
-        ensure_experiment,
-        resolve_tracking_uri,
-    )
+    from ife_platform.tracking import ensure_experiment, open_tracking_store
 
     if len(refs) < 2:
         raise ConfigError("ife compare needs at least two agents")
@@ -523,8 +529,7 @@ def compare(
                 f"{first.label}, whose games are recorded, gives {stack}: list an agent with "
                 "the deepest frame stack first"
             )
-    uri = resolve_tracking_uri(cfg.tracking.uri)
-    check_tracking_reachable(uri)
+    uri = open_tracking_store(cfg.tracking.uri)
     rec, note = E.record_agent(first, video=False)
     per_agent = []
     for agent in agents:
