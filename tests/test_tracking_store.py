@@ -91,6 +91,9 @@ def test_another_applications_database_is_refused_untouched(tmp_path: Path) -> N
             call(f"sqlite:///{db}")
         assert "notes" in str(err.value) and "mlflow_runs.db" in str(err.value)
         assert isinstance(err.value, tracking.TrackingUnreachableError)
+    from ife_platform.cli import main
+
+    assert main(["ui", f"tracking.uri=sqlite:///{db}"]) == 2  # refused before the UI starts
     assert _sha256(db) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
 
