@@ -192,6 +192,7 @@ def open_run_checkpoint(
 
     Raises:
         CheckpointError: not a run id, no such run, or no candidate loads.
+        TrackingUnreachableError: the store cannot be used (``open_tracking_store``).
     """
     if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
         raise CheckpointError(
@@ -201,7 +202,9 @@ def open_run_checkpoint(
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    from ife_platform.tracking import open_tracking_store
+
+    client = MlflowClient(open_tracking_store(tracking_uri))  # checked, never another app's db
     try:
         run = client.get_run(run_id)
     except MlflowException as err:

@@ -137,7 +137,7 @@ def cmd_continual_report(args: list[str]) -> int:
 
 def cmd_ui(args: list[str]) -> int:
     """``ife ui``: the MLflow UI for the local store, bound to 127.0.0.1."""
-    from ife_platform.tracking import resolve_tracking_uri
+    from ife_platform.tracking import open_tracking_store
 
     parser = argparse.ArgumentParser(prog="ife ui")
     parser.add_argument("--port", type=int, default=5000)
@@ -148,7 +148,7 @@ def cmd_ui(args: list[str]) -> int:
             uri = word.split("=", 1)[1]
         else:
             raise ConfigError(f"ife ui takes --port and tracking.uri=URI, not '{word}'")
-    uri = resolve_tracking_uri(uri)
+    uri = open_tracking_store(uri)  # checked (never another application's database)
     cmd = [
         sys.executable,
         "-m",

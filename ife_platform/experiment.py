@@ -191,21 +191,29 @@ def _open_run(
     import mlflow
 
     from ife_platform.runs import PROCESS_TAG, current_process
-    from ife_platform.tracking import ensure_experiment, log_config, log_environment
+    from ife_platform.tracking import (
+        ensure_experiment,
+        log_config,
+        log_environment,
+        retry_if_locked,
+    )
 
     client = mlflow.MlflowClient(uri)
     previous = None
     if resumed_run:
         run_id = resumed_run
         previous = client.get_run(run_id).info.status
-        client.update_run(run_id, status="RUNNING")
+        retry_if_locked(lambda: client.update_run(run_id, status="RUNNING"))
     else:
         exp_id = ensure_experiment(client, cfg.tracking.experiment)
         tags = dict(run_tags or {})
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
-        run_id = client.create_run(exp_id, run_name=cfg.tracking.run_name, tags=tags).info.run_id
-    client.set_tag(run_id, PROCESS_TAG, current_process().tag())
+        run = retry_if_locked(
+            lambda: client.create_run(exp_id, run_name=cfg.tracking.run_name, tags=tags)
+        )
+        run_id = run.info.run_id
+    retry_if_locked(lambda: client.set_tag(run_id, PROCESS_TAG, current_process().tag()))
     out_dir = Path(cfg.tracking.output_dir).resolve() / run_id
     if resumed_run:  # params are immutable in MLflow: keep the resumed config as a file
         client.log_text(run_id, to_yaml(cfg), f"config_resume_{Path(str(ckpt_path)).stem}.yaml")
@@ -213,7 +221,9 @@ def _open_run(
         params = run_params(cfg, uri, in_sequence=parent_run_id is not None)
         log_config(to_yaml(cfg), params, run_id=run_id, client=client)
     log_environment(run_id=run_id, client=client)
-    client.set_tag(run_id, "ife.checkpoint_dir", str(out_dir / "checkpoints"))
+    retry_if_locked(
+        lambda: client.set_tag(run_id, "ife.checkpoint_dir", str(out_dir / "checkpoints"))
+    )
     return run_id, previous
 
 
@@ -284,12 +294,15 @@ def train(
         NonFiniteError: a non-finite update with ``train.nan_policy=stop``.
     """
     from ife_platform.runs import RunInterrupted, SignalStop, SignalWatch
-    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
+    from ife_platform.tracking import open_tracking_store, resolve_tracking_uri, retry_if_locked
 
-    uri = resolve_tracking_uri(cfg.tracking.uri)
     rank = process_rank()
-    if rank <= 0:
-        check_tracking_reachable(uri)
+    # rank 0 (or a single process) opens the store: checks it and creates an SQLite schema
+    uri = (
+        open_tracking_store(cfg.tracking.uri)
+        if rank <= 0
+        else resolve_tracking_uri(cfg.tracking.uri)
+    )
     ckpt_path, resumed_run = resolve_resume(cfg, uri)
     Task = agent_spec(cfg.agent.name).task_class()
 
@@ -299,9 +312,9 @@ def train(
 
     # Rank 0 owns the MLflow run; the ranks Lightning launches find its id in the environment.
     run_id = os.environ.get("IFE_RUN_ID") if rank != 0 else None
-    previous = None
+    previous, opened = None, run_id is None
     if run_id is None:
-        reap_dead_runs(mlflow.MlflowClient(uri))
+        retry_if_locked(lambda: reap_dead_runs(mlflow.MlflowClient(uri)))
         run_id, previous = _open_run(cfg, uri, resumed_run, ckpt_path, parent_run_id, run_tags)
         os.environ["IFE_RUN_ID"] = run_id
     watch = SignalWatch()
@@ -311,9 +324,10 @@ def train(
             result = _fit(cfg, uri, run_id, ckpt_path, resumed_run, callbacks, setup, Task, parts)
     except BaseException as err:
         trainer, checkpoints = parts.get("trainer"), parts.get("checkpoints")
-        if trainer is None or trainer.global_rank == 0:
+        if trainer.global_rank == 0 if trainer is not None else opened:
             progressed = checkpoints is not None and checkpoints.progressed(parts.get("task"))
-            _close_run(uri, run_id, err, progressed, previous)
+            error: BaseException = err
+            retry_if_locked(lambda: _close_run(uri, run_id, error, progressed, previous))
         signum = err.signum if isinstance(err, SignalStop) else watch.signum
         if signum is not None and (
             isinstance(err, SignalStop | KeyboardInterrupt) or _is_sigterm(err)
@@ -323,7 +337,7 @@ def train(
             raise RunInterrupted(run_id, watch.signum) from err
         raise
     if result.trainer.global_rank == 0:
-        _close_run(uri, run_id, None, True, previous)
+        retry_if_locked(lambda: _close_run(uri, run_id, None, True, previous))
     return result
 
 
@@ -451,14 +465,12 @@ def evaluate(
     """
     from ife_platform.envs import eval_env_kwargs
     from ife_platform.evaluation import evaluate as play_games
-    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
+    from ife_platform.tracking import open_tracking_store, resolve_tracking_uri
 
     if isinstance(agent, str):
         agent = load_agent(agent, overrides)
     cfg = agent.cfg
-    uri = resolve_tracking_uri(cfg.tracking.uri)
-    if log:
-        check_tracking_reachable(uri)
+    uri = open_tracking_store(cfg.tracking.uri) if log else resolve_tracking_uri(cfg.tracking.uri)
     record = cfg.tracking.video if video is None else video
     out_dir = Path(cfg.tracking.output_dir).resolve() / (agent.run_id or "evaluate")
     result = play_games(
@@ -526,13 +538,12 @@ def explain(agent: LoadedAgent | str, overrides: Sequence[str] = ()) -> ExplainR
     import mlflow
 
     from ife_platform.interpret import explain as E
-    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
+    from ife_platform.tracking import open_tracking_store
 
     if isinstance(agent, str):
         agent = load_agent(agent, overrides)
     cfg, x = agent.cfg, agent.cfg.explain
-    uri = resolve_tracking_uri(cfg.tracking.uri)
-    check_tracking_reachable(uri)
+    uri = open_tracking_store(cfg.tracking.uri)
     rec, note = E.record_agent(agent, video=x.video)
     explanation = E.analyse(agent.network, rec, x, seed=cfg.seed, objects_note=note)
     run_id = log_run(uri, agent, cfg, "explain")
@@ -591,11 +602,7 @@ def compare(
 
     from ife_platform.interpret import compare as C
     from ife_platform.interpret import explain as E
-    from ife_platform.tracking import (
-        check_tracking_reachable,
-        ensure_experiment,
-        resolve_tracking_uri,
-    )
+    from ife_platform.tracking import ensure_experiment, open_tracking_store
 
     if len(refs) < 2:
         raise ConfigError("ife compare needs at least two agents")
@@ -617,8 +624,7 @@ def compare(
                 f"{first.label}, whose games are recorded, gives {stack}: list an agent with "
                 "the deepest frame stack first"
             )
-    uri = resolve_tracking_uri(cfg.tracking.uri)
-    check_tracking_reachable(uri)
+    uri = open_tracking_store(cfg.tracking.uri)
     rec, note = E.record_agent(first, video=False)
     per_agent = []
     for agent in agents:

@@ -324,16 +324,14 @@ class SequenceRunner:
         from ife_platform.config import to_yaml
         from ife_platform.experiment import run_params
         from ife_platform.tracking import (
-            check_tracking_reachable,
             ensure_experiment,
             log_config,
             log_environment,
-            resolve_tracking_uri,
+            open_tracking_store,
         )
 
         cfg, q = self.cfg, self.cfg.sequence
-        uri = resolve_tracking_uri(cfg.tracking.uri)
-        check_tracking_reachable(uri)
+        uri = open_tracking_store(cfg.tracking.uri)
         client = mlflow.MlflowClient(uri)
         t_start = time.perf_counter()
         if resume:
@@ -722,10 +720,9 @@ def report_runs(runs: list[str], cfg: DictConfig) -> SequenceReports:
     """
     import mlflow
 
-    from ife_platform.tracking import check_tracking_reachable, resolve_tracking_uri
+    from ife_platform.tracking import open_tracking_store
 
-    uri = resolve_tracking_uri(cfg.tracking.uri)
-    check_tracking_reachable(uri)
+    uri = open_tracking_store(cfg.tracking.uri)
     client = mlflow.MlflowClient(uri)
     progresses = [load_progress(client, r, cfg.tracking.output_dir) for r in runs]
     reports = [build_report(p) for p in progresses]

@@ -16,19 +16,22 @@ Facts this module is built around (stack-facts.md, "MLflow"):
 from __future__ import annotations
 
 import base64
+import fcntl
+import importlib.util
 import os
 import platform
 import re
+import sqlite3
 import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENV_PACKAGES",
     "MAX_PARAM_VALUE_LENGTH",
+    "ForeignDatabaseError",
     "TrackingConfigError",
     "TrackingUnreachableError",
     "check_tracking_reachable",
@@ -46,10 +50,15 @@ __all__ = [
     "git_info",
     "log_config",
     "log_environment",
+    "missing_store_driver",
+    "open_tracking_store",
     "resolve_tracking_uri",
+    "retry_if_locked",
     "sanitize_param_key",
     "start_run",
 ]
+
+T = TypeVar("T")
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 MAX_PARAM_VALUE_LENGTH = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
@@ -81,6 +90,10 @@ class TrackingConfigError(ValueError):
 
 class TrackingUnreachableError(RuntimeError):
     """The tracking backend does not answer or cannot be written to."""
+
+
+class ForeignDatabaseError(TrackingUnreachableError):
+    """The ``sqlite:///`` store path holds another application's database (left untouched)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,6 +157,57 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
             query = candidate[len(candidate.split("?", 1)[0]) :]
             return f"sqlite:///{Path(path).expanduser().absolute()}{query}"
     return candidate
+
+
+#: SQLAlchemy database URIs MLflow takes (``dialect[+driver]://``): the module each driver
+#: imports and the pip package that provides it. A bare dialect uses SQLAlchemy's default.
+DB_DRIVERS: dict[str, tuple[str, str]] = {
+    "postgresql": ("psycopg2", "psycopg2-binary"),
+    "postgresql+psycopg2": ("psycopg2", "psycopg2-binary"),
+    "postgresql+psycopg": ("psycopg", "psycopg[binary]"),
+    "postgresql+pg8000": ("pg8000", "pg8000"),
+    "mysql": ("MySQLdb", "mysqlclient"),
+    "mysql+mysqldb": ("MySQLdb", "mysqlclient"),
+    "mysql+pymysql": ("pymysql", "PyMySQL"),
+    "mysql+mysqlconnector": ("mysql.connector", "mysql-connector-python"),
+    "mssql": ("pyodbc", "pyodbc"),
+    "mssql+pyodbc": ("pyodbc", "pyodbc"),
+    "mssql+pymssql": ("pymssql", "pymssql"),
+}
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package of a dotted name
+        return False
+
+
+def missing_store_driver(uri: str | None) -> str | None:
+    """Why a database tracking store cannot be opened with the installed packages, or None.
+
+    Checks that the database driver of a ``postgresql://``, ``mysql://`` or ``mssql://``
+    (``+driver`` included) URI is importable, without importing it or connecting. ``uri`` is
+    ``tracking.uri`` (None: ``$MLFLOW_TRACKING_URI``); other schemes answer None.
+
+    Args:
+        uri: The configured tracking URI, or None.
+
+    Returns:
+        A message naming the store and the package to install, or None.
+    """
+    candidate = (uri or "").strip() or os.environ.get(TRACKING_URI_ENV, "").strip()
+    scheme = urlparse(candidate).scheme.lower()
+    if scheme not in DB_DRIVERS:
+        return None
+    module, package = DB_DRIVERS[scheme]
+    if _importable(module):
+        return None
+    return (
+        f"the {scheme.split('+')[0]} tracking store {scheme}://... needs the database driver "
+        f"module {module}, which is not installed; install it with `pip install {package}` "
+        f"(or name an installed driver in the URI: {scheme.split('+')[0]}+DRIVER://)"
+    )
 
 
 def _auth_headers() -> dict[str, str]:
@@ -246,6 +310,39 @@ def _check_sqlite(uri: str, create_dirs: bool) -> None:
             f"{SQLITE_HEADER!r}); move it away or point tracking.uri at another file, "
             f"e.g. sqlite:///{other}"
         )
+    if header:
+        _refuse_foreign_database(db)
+
+
+#: Tables whose presence marks an SQLite file as an MLflow store (alembic's version table is
+#: the first thing MLflow's schema creation writes; ``experiments`` its first own table).
+MLFLOW_MARKER_TABLES = frozenset({"alembic_version", "experiments"})
+
+
+def _table_names(db: Path) -> set[str]:
+    """Tables of an SQLite file, read through a read-only connection (the file is not written)."""
+    try:
+        conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as err:
+        raise TrackingUnreachableError(f"cannot read the tracking database {db}: {err}") from err
+    return {str(name) for (name,) in rows if not str(name).startswith("sqlite_")}
+
+
+def _refuse_foreign_database(db: Path) -> None:
+    """Refuse an SQLite file with tables of which none is MLflow's (another program's data)."""
+    tables = _table_names(db)
+    if tables and not tables & MLFLOW_MARKER_TABLES:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        other = db.parent / ("mlflow.db" if db.name != "mlflow.db" else "mlflow_runs.db")
+        raise ForeignDatabaseError(
+            f"{db} is an SQLite database of another application (tables: {shown}; none of "
+            f"MLflow's), so it was left untouched: MLflow would add its tables to it. Point "
+            f"tracking.uri at a new or an MLflow database, e.g. sqlite:///{other}"
+        )
 
 
 def check_tracking_reachable(uri: str, timeout_s: float = 5.0, create_dirs: bool = True) -> None:
@@ -257,8 +354,11 @@ def check_tracking_reachable(uri: str, timeout_s: float = 5.0, create_dirs: bool
       ``MLFLOW_TRACKING_INSECURE_TLS`` and ``MLFLOW_TRACKING_SERVER_CERT_PATH``.
     - ``sqlite:///``: the database folder must be writable (it is created if missing and
       ``create_dirs``), and an existing non-empty database file must start with the SQLite
-      header ``SQLite format 3`` (plus a NUL byte).
-    - Other schemes (postgresql, mysql, databricks, ...) are not checked.
+      header ``SQLite format 3`` (plus a NUL byte) and be MLflow's: a database with tables,
+      none of them MLflow's, is refused with :class:`ForeignDatabaseError` and not touched.
+    - ``postgresql``, ``mysql``, ``mssql``: the database driver must be installed
+      (:func:`missing_store_driver`); nothing connects.
+    - Other schemes (databricks, ...) are not checked.
 
     Args:
         uri: A resolved tracking URI (see :func:`resolve_tracking_uri`).
@@ -266,10 +366,15 @@ def check_tracking_reachable(uri: str, timeout_s: float = 5.0, create_dirs: bool
         create_dirs: Create a missing database folder for SQLite URIs.
 
     Raises:
-        TrackingUnreachableError: If the backend does not answer or cannot be written.
-        TrackingConfigError: For a file-store path or ``file:`` URI.
+        TrackingUnreachableError: If the backend does not answer or cannot be written
+            (:class:`ForeignDatabaseError` for another application's SQLite file).
+        TrackingConfigError: For a file-store path or ``file:`` URI, or a database store
+            whose driver is not installed.
     """
     scheme = urlparse(uri).scheme.lower()
+    driver_problem = missing_store_driver(uri)
+    if driver_problem is not None:
+        raise TrackingConfigError(driver_problem)
     if scheme in ("http", "https"):
         _check_http(uri, timeout_s)
     elif scheme == "sqlite":
@@ -299,6 +404,119 @@ def default_artifact_location(uri: str) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------
+# Opening a store: one process at a time creates an SQLite schema; busy databases are retried
+# --------------------------------------------------------------------------------------------
+
+#: How long a write waits out another process's lock on an SQLite store, in seconds.
+LOCKED_RETRY_S = 120.0
+
+
+def _is_locked(err: BaseException | None) -> bool:
+    """Whether ``err`` (or an error it wraps) is SQLite's "database is locked" (busy)."""
+    seen = 0
+    while err is not None and seen < 10:
+        text = str(err).lower()
+        if "database is locked" in text or "database table is locked" in text:
+            return True
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return False
+
+
+def retry_if_locked(fn: Callable[[], T], timeout_s: float = LOCKED_RETRY_S) -> T:
+    """Call ``fn``, again after a short wait while SQLite says the database is locked.
+
+    MLflow's sessions wait 20 s for a lock (``PRAGMA busy_timeout``); with several runs writing
+    one SQLite store (a DDP run, parallel seeds) a write can still give up. A write that failed
+    on a lock was rolled back, so calling it again is safe.
+
+    Args:
+        fn: The write, without arguments.
+        timeout_s: Give up (re-raise) once this many seconds have passed.
+
+    Returns:
+        What ``fn`` returns.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        try:
+            return fn()
+        except Exception as err:
+            if not _is_locked(err) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the block."""
+    with lock_path.open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _create_sqlite_schema(uri: str) -> None:
+    """Create (or verify) MLflow's schema in an SQLite store, one process at a time.
+
+    MLflow creates the tables of a new database when the first client opens it; two processes
+    doing that at once race (``table latest_metrics already exists``, or an alembic revision
+    mismatch). Here the first opener holds an exclusive lock on ``<database>.lock`` while
+    MLflow's ``SqlAlchemyStore`` creates the schema; the others wait, then find it complete.
+    """
+    path = _sqlite_path(uri)
+    if path is None:  # in-memory: private to this process
+        return
+    db = Path(path)
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    with _exclusive(db.with_name(db.name + ".lock")):
+        if db.exists() and db.stat().st_size > 0:
+            _refuse_foreign_database(db)  # the file may have appeared since the check
+        artifacts = default_artifact_location(uri)
+        retry_if_locked(lambda: SqlAlchemyStore(uri, artifacts))
+
+
+def open_tracking_store(uri: str | None, timeout_s: float = 5.0, create_dirs: bool = True) -> str:
+    """Resolve and check the tracking URI, and make the store ready for MLflow clients.
+
+    Every command opens its store through here before the first ``MlflowClient`` touches it:
+    :func:`resolve_tracking_uri`, :func:`check_tracking_reachable`, then for ``sqlite:///``
+    the schema is created under an exclusive file lock (``<database>.lock`` next to the
+    database), so several runs may start on one new database at once.
+
+    Args:
+        uri: The configured URI (``tracking.uri``), or None for the default.
+        timeout_s: Budget of the HTTP reachability check.
+        create_dirs: Create a missing database folder for SQLite URIs.
+
+    Returns:
+        The resolved URI.
+
+    Raises:
+        TrackingConfigError: A file store, or a database store whose driver is missing.
+        TrackingUnreachableError: The backend does not answer or cannot be written;
+            :class:`ForeignDatabaseError` for another application's SQLite file.
+    """
+    resolved = resolve_tracking_uri(uri)
+    check_tracking_reachable(resolved, timeout_s=timeout_s, create_dirs=create_dirs)
+    if urlparse(resolved).scheme.lower() == "sqlite":
+        try:
+            _create_sqlite_schema(resolved)
+        except TrackingUnreachableError:
+            raise
+        except Exception as err:  # MLflow / SQLAlchemy errors, e.g. an out-of-date schema
+            raise TrackingUnreachableError(
+                f"cannot open the tracking database {resolved}: {err}"
+            ) from err
+    return resolved
+
+
+# --------------------------------------------------------------------------------------------
 # Runs
 # --------------------------------------------------------------------------------------------
 
@@ -313,15 +531,24 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
             :func:`default_artifact_location` of the client's URI. Ignored if the experiment exists.
 
     Returns:
-        The experiment id.
+        The experiment id. Safe when several processes create the same experiment at once.
     """
-    exp = client.get_experiment_by_name(name)
+    from mlflow.exceptions import MlflowException
+
+    exp = retry_if_locked(lambda: client.get_experiment_by_name(name))
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
+            retry_if_locked(lambda: client.restore_experiment(exp.experiment_id))
         return exp.experiment_id
     location = artifact_location or default_artifact_location(client.tracking_uri)
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return retry_if_locked(lambda: client.create_experiment(name, artifact_location=location))
+    except MlflowException:
+        # another process created it between the lookup and the create (unique name)
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 @contextmanager
@@ -355,8 +582,7 @@ def start_run(
     """
     import mlflow
 
-    resolved = resolve_tracking_uri(uri)
-    check_tracking_reachable(resolved, timeout_s=timeout_s)
+    resolved = open_tracking_store(uri, timeout_s=timeout_s)
     mlflow.set_tracking_uri(resolved)
     client = mlflow.MlflowClient(resolved)
     experiment_id = None if run_id else ensure_experiment(client, experiment, artifact_location)
@@ -462,7 +688,8 @@ def log_config(
     params = {sanitize_param_key(k): _param_value(v) for k, v in flatten_dict(flat_params).items()}
     items = [Param(k, v) for k, v in params.items()]
     for start in range(0, len(items), PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=items[start : start + PARAMS_PER_BATCH])
+        chunk = items[start : start + PARAMS_PER_BATCH]
+        retry_if_locked(lambda chunk=chunk: client.log_batch(run_id, params=chunk))
     return params
 
 
@@ -535,5 +762,6 @@ def log_environment(
     tags.update(git)
     if git["git.commit"] != "unavailable":
         tags["mlflow.source.git.commit"] = git["git.commit"]
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    batch = [RunTag(k, v) for k, v in tags.items()]
+    retry_if_locked(lambda: client.log_batch(run_id, tags=batch))
     return tags

@@ -287,9 +287,10 @@ class ActorCriticTask(AgentTask):
         terms = self.loss(batch)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(terms["loss"])
-        self.clip_gradients(
-            opt, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm"
-        )
+        if self.cfg.optim.grad_clip is not None:  # null: no clipping
+            self.clip_gradients(
+                opt, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm"
+            )
         opt.step()
         self.updates += 1
         self.push_weights()

@@ -84,3 +84,13 @@ def run_ife(workdir: Path, args: list[str], timeout: int = 900) -> None:
         timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture
+def roomy_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend this host has 4 TB of free memory, so the replay-memory check of
+    ``ife_platform.config.validate`` passes for presets sized for big machines (the Fast-Rainbow
+    preset's 2^20-transition replay needs 59 GB)."""
+    from ife_platform import config
+
+    monkeypatch.setattr(config, "available_memory_bytes", lambda: 4 * 10**12)

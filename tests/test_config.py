@@ -19,7 +19,7 @@ def test_defaults_are_the_der_profile() -> None:
     assert cfg.replay.capacity == 100_000 and cfg.train.total_steps == 100_000
 
 
-def test_fast_profile_values() -> None:
+def test_fast_profile_values(roomy_host) -> None:  # its replay needs 59 GB
     cfg = compose(["agent=rainbow_fast"])
     assert cfg.agent.name == "rainbow_fast"
     assert cfg.env.num_envs == 64 and cfg.agent.batch_size == 512 and cfg.agent.n_step == 3
@@ -38,9 +38,10 @@ def test_layer_order_overrides_win() -> None:
     assert cfg.train.total_steps == 2000  # from the demo preset
 
 
-def test_every_shipped_preset_composes() -> None:
+def test_every_shipped_preset_composes(roomy_host) -> None:
     """Every preset composes alone, and with every agent it applies to; with the others the
-    refusal names the family or the extractor (not a traceback)."""
+    refusal names the family or the extractor (not a traceback). On a host with room for the
+    Fast-Rainbow preset's 59 GB replay (test_config_domains checks the refusal on a small one)."""
     for name in available_presets("experiment"):
         compose([name])
     assert set(available_presets("agent")) == set(agent_names())
@@ -56,7 +57,7 @@ def test_every_shipped_preset_composes() -> None:
             assert fits > 0, f"{group}={name} fits no agent"
 
 
-def test_yaml_file_and_readonly(tmp_path) -> None:
+def test_yaml_file_and_readonly(tmp_path, roomy_host) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text("presets: {agent: rainbow_fast}\nenv:\n  game: ms_pacman\nseed: 7\n")
     cfg = compose([str(path)])
@@ -76,6 +77,8 @@ def test_yaml_file_and_readonly(tmp_path) -> None:
         (["model.hue_window=5"], ["hue_window=5", "does not tile", "6"]),
         (["seedd=1"], ["seedd", "Did you mean 'seed'"]),
         (["no_such_preset"], ["no_such_preset", "demo"]),
+        (["env.game"], ["override 'env.game' has no '='", "env.game=VALUE"]),
+        (["agent.gamma=5"], ["agent.gamma must be in (0, 1], got 5.0"]),
         (["agent.loss=a2c"], ["agent.loss (agent=rainbow_der)", "'a2c'", "c51, huber"]),
         (["model.distributional=true"], ["was removed", "agent.loss"]),
         (

@@ -120,7 +120,9 @@ def _task(workdir: Path, extra: list[str]) -> RainbowTask:
 
 @pytest.mark.parametrize("agent", ["rainbow_der", "rainbow_fast"])
 @pytest.mark.parametrize("norm", ["batch", "buffer"])
-def test_both_losses_use_the_configured_weights(workdir: Path, agent: str, norm: str) -> None:
+def test_both_losses_use_the_configured_weights(
+    workdir: Path, agent: str, norm: str, roomy_host
+) -> None:
     task = _task(workdir, [f"agent={agent}", f"replay.weight_norm={norm}"])
     g = torch.Generator().manual_seed(0)
     batch = TensorDict(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, ife_command, subprocess_env, tracking_args
 from mlflow.tracking import MlflowClient
 
 from ife_platform.checkpoint import (
@@ -28,7 +29,6 @@ from ife_platform.checkpoint import (
 from ife_platform.config import compose
 from ife_platform.experiment import train
 from ife_platform.runs import ProcessId, RunInterrupted, current_process, is_alive
-from conftest import TINY, ife_command, subprocess_env, tracking_args
 
 # DER CNN: the cheapest network, so the runs here are seconds.
 FAST = ["model.extractor=der_cnn", "tracking.video=false", "tracking.eval_episodes=0"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictPrioritizedReplayBuffer
@@ -60,3 +61,41 @@ def test_other_index_forms_still_work() -> None:
     rb.extend(_data(10, 0))
     assert rb[3]["action"].item() == 3
     assert rb[2:5]["action"].tolist() == [2, 3, 4]
+
+
+@pytest.mark.parametrize("frame_stack", [1, 4])
+def test_memory_estimate_matches_a_real_buffer(frame_stack: int) -> None:
+    """``replay_bytes_per_transition`` (the config's host-memory check) is what the task's
+    buffer stores per slot, filled through the n-step accumulator as in training, plus the
+    sampler's priority trees."""
+    from ife_platform.tasks.rainbow import RainbowTask
+
+    from ife_platform.config import compose
+    from ife_platform.rainbow.nstep import NStepAccumulator
+    from ife_platform.rainbow.replay import SAMPLER_BYTES, replay_bytes_per_transition
+
+    capacity = 32
+    cfg = compose(
+        [
+            "model.extractor=der_cnn",
+            f"env.frame_stack={frame_stack}",
+            f"replay.capacity={capacity}",
+            "agent.batch_size=4",
+        ]
+    )
+    replay = RainbowTask(cfg).build_replay()
+    acc = NStepAccumulator(num_envs=2, n=3, gamma=0.99)
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randint(0, 256, (2, 8, frame_stack, 84, 84), dtype=torch.uint8, generator=g)
+    ready = acc.push(
+        obs,
+        torch.randint(0, 4, (2, 8), generator=g),
+        torch.rand(2, 8, generator=g),
+        torch.zeros(2, 8, dtype=torch.bool),
+        torch.zeros(2, 8, dtype=torch.bool),
+        obs,
+    )
+    replay.extend(ready)
+    stored = replay.storage._storage  # the lazily allocated tensors, [capacity, ...] each
+    per_slot = sum(t.nbytes for t in stored.values(True, True)) // capacity
+    assert per_slot == replay_bytes_per_transition(frame_stack) - SAMPLER_BYTES

@@ -134,8 +134,12 @@ def test_sqlite_checks_pass_for_new_empty_and_real_db(tmp_path):
     assert (tmp_path / "new" / "sub").is_dir()  # folder created, database left to MLflow
     (tmp_path / "empty.db").write_bytes(b"")
     tracking.check_tracking_reachable(f"sqlite:///{tmp_path / 'empty.db'}")
-    sqlite3.connect(tmp_path / "real.db").execute("create table t (x)").connection.close()
+    conn = sqlite3.connect(tmp_path / "real.db")  # an MLflow store (its marker tables)
+    conn.execute("create table alembic_version (version_num)").connection.close()
     tracking.check_tracking_reachable(f"sqlite:///{tmp_path / 'real.db'}")
+    sqlite3.connect(tmp_path / "app.db").execute("create table t (x)").connection.close()
+    with pytest.raises(tracking.ForeignDatabaseError):  # another program's (test_tracking_store)
+        tracking.check_tracking_reachable(f"sqlite:///{tmp_path / 'app.db'}")
 
 
 def test_sqlite_path_that_is_a_folder_rejected(tmp_path):

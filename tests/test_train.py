@@ -396,3 +396,23 @@ def test_crash_mid_run_leaves_epoch_checkpoint_and_resume_continues(workdir: Pat
     assert len(steps) == len(set(steps)) == 5
     assert sorted(steps)[2] < 240 < sorted(steps)[3]
     assert client.get_run(run_id).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(("clip", "clipped"), [("null", False), ("10.0", True)])
+def test_null_grad_clip_means_no_clipping(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, clip: str, clipped: bool
+) -> None:
+    """``optim.grad_clip=null`` trains without clipping; a number clips every update."""
+    from ife_platform.tasks.rainbow import RainbowTask
+
+    calls: list[float] = []
+    original = RainbowTask.clip_gradients
+
+    def spy(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        calls.append(gradient_clip_val)
+        original(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    monkeypatch.setattr(RainbowTask, "clip_gradients", spy)
+    losses, _, task = _fit(workdir, [f"optim.grad_clip={clip}", "train.total_steps=160"])
+    assert task.updates == len(losses) > 0 and all(torch.isfinite(torch.tensor(losses)))
+    assert calls == ([10.0] * task.updates if clipped else [])

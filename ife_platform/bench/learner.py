@@ -255,7 +255,8 @@ def bare_learner_rate(cfg, *, warmup: int = 3, seed: int = 0) -> float:
                 )
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(online.parameters(), cfg.optim.grad_clip)
+            if cfg.optim.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(online.parameters(), cfg.optim.grad_clip)
             opt.step()
             updates += 1
             if updates % a.target_update_period == 0:

@@ -33,6 +33,53 @@ class GatherTensorStorage(LazyTensorStorage):
         return super().get(index)
 
 
+#: Bytes of one stacked 84x84 uint8 observation per stacked frame.
+FRAME_BYTES = 84 * 84
+
+#: What one stored transition holds besides its two observations (the keys
+#: ``NStepAccumulator.push`` returns, plus the ``index`` TorchRL's buffer adds), in bytes:
+#: ``action`` int64, ``reward`` float32, ``discount`` float32, ``index`` int64.
+SCALAR_BYTES = {"action": 8, "reward": 4, "discount": 4, "index": 8}
+
+#: TorchRL's ``PrioritizedSampler`` keeps a float32 sum tree and a float32 min tree, each
+#: with up to 2 nodes per slot: at most 16 bytes per slot besides the storage.
+SAMPLER_BYTES = 16
+
+
+def replay_bytes_per_transition(frame_stack: int) -> int:
+    """Host bytes one slot of the Rainbow replay takes (storage plus priority trees).
+
+    The storage (``GatherTensorStorage``, filled by ``NStepAccumulator``) keeps ``obs`` and
+    ``next_obs`` as uint8 stacks of ``frame_stack`` 84x84 frames each, and the scalars of
+    :data:`SCALAR_BYTES`; the sampler adds :data:`SAMPLER_BYTES`. ``tests/test_replay.py``
+    checks this against a real buffer, so the number follows the storage.
+
+    Args:
+        frame_stack: ``env.frame_stack``.
+
+    Returns:
+        Bytes per slot: 56,488 for 4 stacked frames.
+    """
+    return 2 * frame_stack * FRAME_BYTES + sum(SCALAR_BYTES.values()) + SAMPLER_BYTES
+
+
+def estimate_replay_bytes(cfg: Any) -> int:
+    """Host memory the replay buffers of one machine take when full.
+
+    Every rank on the host (``trainer.devices``) fills its own buffer of ``replay.capacity``
+    slots (the storage allocates all of them up front).
+
+    Args:
+        cfg: A Rainbow-family experiment config (``replay.capacity``, ``env.frame_stack``,
+            ``trainer.devices``).
+
+    Returns:
+        Bytes, summed over the host's ranks.
+    """
+    per_rank = replay_bytes_per_transition(int(cfg.env.frame_stack)) * int(cfg.replay.capacity)
+    return per_rank * int(cfg.trainer.devices)
+
+
 #: How importance-sampling weights are normalised (``replay.weight_norm``).
 WEIGHT_NORMS = ("batch", "buffer")
 
