@@ -29,9 +29,14 @@ from ife_platform.checkpoint import (
 from ife_platform.config import compose
 from ife_platform.experiment import train
 from ife_platform.runs import ProcessId, RunInterrupted, current_process, is_alive
+from ife_platform.tracking import open_tracking_store
 
 # DER CNN: the cheapest network, so the runs here are seconds.
 FAST = ["model.extractor=der_cnn", "tracking.video=false", "tracking.eval_episodes=0"]
+
+
+# IFE with a huge step and no clipping: non-finite gradients from the second update on.
+NAN_PRONE = ["model.extractor=ife", "model.width=1", "optim.lr=1e6", "optim.grad_clip=null"]
 
 
 def _base(workdir: Path, *extra: str) -> list[str]:
@@ -68,6 +73,17 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None) -
             raise AssertionError(f"the run exited early: {proc.stderr.read()[-3000:]}")
         time.sleep(0.05)
     raise AssertionError("timed out")
+
+
+def _learning(workdir: Path) -> bool:
+    """Whether the run in ``workdir`` has logged its first update."""
+    if not (workdir / "mlflow.db").is_file():
+        return False
+    # under the store's creation lock: the run's process may be creating the schema now
+    client = MlflowClient(open_tracking_store(run_uri(workdir)))
+    exp = client.get_experiment_by_name("ife")
+    runs = client.search_runs([exp.experiment_id]) if exp is not None else []
+    return bool(runs) and "train/updates" in runs[0].data.metrics
 
 
 # ------------------------------------------------------------------------------------------
@@ -182,8 +198,7 @@ def test_preemption_signal_checkpoints_marks_killed_and_exits_non_zero(
 ) -> None:
     args = _base(workdir, "train.total_steps=100000", "trainer.steps_per_epoch=100000")
     proc = _spawn(workdir, args)
-    _wait_for(lambda: list((workdir / "out").glob("*/checkpoints")) != [], 120, proc)
-    time.sleep(8)  # well inside the first (only) epoch: no checkpoint exists yet
+    _wait_for(lambda: _learning(workdir), 180, proc)  # well inside the first (only) epoch
     assert not list((workdir / "out").glob("*/checkpoints/*.ckpt"))
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
@@ -277,7 +292,8 @@ def test_resume_runs_no_code_from_a_crafted_replay_folder_or_snapshot(workdir: P
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_the_run_failed_with_a_finite_checkpoint(workdir: Path) -> None:
-    args = _base(workdir, "optim.lr=1e6", "optim.grad_clip=1e30", "train.total_steps=600")
+    # (the issue's reproduction: IFE, a huge step and no clipping)
+    args = _base(workdir, *NAN_PRONE, "train.total_steps=600")
     proc = subprocess.run(
         [*ife_command(), "train", *args],
         cwd=workdir,
@@ -299,13 +315,7 @@ def test_non_finite_loss_stops_the_run_failed_with_a_finite_checkpoint(workdir: 
 
 @pytest.mark.slow
 def test_non_finite_updates_are_dropped_with_skip_batch(workdir: Path) -> None:
-    args = _base(
-        workdir,
-        "optim.lr=1e6",
-        "optim.grad_clip=1e30",
-        "train.nan_policy=skip_batch",
-        "trainer.log_every_updates=5",
-    )
+    args = _base(workdir, *NAN_PRONE, "train.nan_policy=skip_batch", "trainer.log_every_updates=5")
     result = train(compose(args))
     task = result.task
     assert task.skipped > 0 and task.updates + task.skipped == 120
