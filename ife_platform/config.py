@@ -241,7 +241,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
-    seed: int = 0
+    seed: int = 0  # any int >= 0; each library gets it in its range (ife_platform.seeding)
     resume: str | None = None  # MLflow run id or checkpoint path to continue from
 
 
@@ -571,6 +571,8 @@ def validate(cfg: DictConfig) -> None:
         "trainer.steps_per_epoch": cfg.trainer.steps_per_epoch,
     }
     _require_positive(positive)
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0 (any size), got {cfg.seed}")
     if not 0.0 <= cfg.env.sticky_actions < 1.0:
         raise ConfigError(f"env.sticky_actions must be in [0, 1), got {cfg.env.sticky_actions}")
     _validate_explain(cfg.explain)
