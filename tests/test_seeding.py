@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,37 @@ def test_small_seeds_are_unchanged() -> None:
         torch.rand(4, generator=task.actor.generator), torch.rand(4, generator=expected)
     )
     assert np.random.get_state()[1][0] == np.random.RandomState(3).get_state()[1][0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("agent", "game", "seed"),
+    [
+        ("a3c_lstm", "kung_fu_master", 2),  # the report: a TorchRL worker seed >= 2**31
+        ("a3c_lstm", "pong", 2**40),
+        ("s3ta", "boxing", 2**31 + 5),
+        ("rainbow_der", "pong", 2**63),
+        ("rainbow_fast", "pong", 2**64 + 3),
+    ],
+)
+def test_tiny_runs_with_large_seeds_finish(workdir: Path, agent: str, game: str, seed: int) -> None:
+    from conftest import TINY, TINY_ACTOR_CRITIC, run_ife, tracking_args
+
+    if get_agent(agent).off_policy:
+        budget = TINY
+    else:
+        budget = [*TINY_ACTOR_CRITIC, "train.total_steps=480"]
+        budget += ["model.width=1"] if agent == "a3c_lstm" else []
+    # run_ife fails the test after its timeout instead of hanging
+    run_ife(
+        workdir,
+        [
+            "train",
+            f"agent={agent}",
+            f"env.game={game}",
+            f"seed={seed}",
+            *budget,
+            *tracking_args(workdir),
+        ],
+        timeout=300,
+    )
