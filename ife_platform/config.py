@@ -243,7 +243,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
-    seed: int = 0
+    seed: int = 0  # any int >= 0; each library gets it in its range (ife_platform.seeding)
     resume: str | None = None  # MLflow run id or checkpoint path to continue from
 
 

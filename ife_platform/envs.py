@@ -32,6 +32,8 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
+from ife_platform.seeding import ALE_SEED_BITS, ale_env_seeds, fold_seed
+
 SCREEN_HW = (210, 160)
 OBS_SIZE = 84
 
@@ -116,7 +118,8 @@ class AtariVecEnv(EnvBase):
     Args:
         game: ale-py ROM id (``pong``, ``ms_pacman``).
         num_envs: emulators stepped together; the TorchRL batch size.
-        seed: env ``i`` is seeded with ``seed + i`` at the first reset.
+        seed: env ``i`` is seeded with ``seed + i`` at the first reset, folded into ale-py's
+            31-bit range (:func:`~ife_platform.seeding.ale_env_seeds`): any seed ``>= 0`` works.
         sticky_actions: repeat-action probability (0 or 0.25 in the usual protocols).
         full_action_space: 18 actions instead of the minimal set.
         noop_max: up to this many no-ops after each reset.
@@ -199,9 +202,9 @@ class AtariVecEnv(EnvBase):
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         mask = None if tensordict is None else tensordict.get("_reset", None)
         if not self._started or mask is None:
-            # Full reset: env i gets seed + i. Afterwards ale-py resets finished games itself
-            # in the same step, so partial resets only hand out the cached reset observation.
-            obs, info = self._vec.reset(seed=self._seed)
+            # Full reset: env i gets seed + i (folded). Afterwards ale-py resets finished games
+            # itself in the same step, so partial resets only hand out the cached observation.
+            obs, info = self._vec.reset(seed=ale_env_seeds(self._seed, self.num_envs))
             self._obs = obs
             self._lives = info["lives"].astype(np.int64)
             self._return[:] = 0.0
@@ -362,7 +365,7 @@ class AtariEvalEnv:
         self.game = game
         self.ale = ale_py.ALEInterface()
         self.ale.setLoggerMode(ale_py.LoggerMode.Error)
-        self.ale.setInt("random_seed", int(seed) % (2**31))
+        self.ale.setInt("random_seed", fold_seed(seed, ALE_SEED_BITS))
         self.ale.setFloat("repeat_action_probability", float(sticky_actions))
         self.ale.setInt("max_num_frames_per_episode", int(max_episode_frames))
         self.ale.loadROM(ale_py.roms.get_rom_path(game))

@@ -16,6 +16,7 @@ from ife_platform.extractors.base import mask_entropy
 from ife_platform.policies import is_recurrent
 from ife_platform.rainbow.heads import NoisyLinear
 from ife_platform.scores import has_reference, human_normalized_score
+from ife_platform.seeding import TORCH_SEED_BITS, ale_env_seeds, fold_seed
 from ife_platform.video import MaskVideoRecorder
 
 
@@ -196,7 +197,8 @@ def play(
     for m in noisy:
         m.train()  # the layers sample their noise in train mode only
     device = policy.device
-    noise_gen = torch.Generator(device=device).manual_seed(seed) if noisy else None
+    gen_seed = fold_seed(seed, TORCH_SEED_BITS)
+    noise_gen = torch.Generator(device=device).manual_seed(gen_seed) if noisy else None
     rng = np.random.default_rng(seed)
     result = EvalResult(env.game)
     with torch_threads(1):
@@ -352,7 +354,7 @@ def evaluate_parallel(
     running = np.ones(episodes, dtype=bool)
     with torch_threads(1):
         try:
-            obs, _ = vec.reset(seed=seed)
+            obs, _ = vec.reset(seed=ale_env_seeds(seed, episodes))
             policy.reset(episodes)
             first = torch.ones(episodes, dtype=torch.bool)
             for _ in range(max_steps):

@@ -48,6 +48,7 @@ from ife_platform.continual import transfer as T
 from ife_platform.envs import eval_env_kwargs
 from ife_platform.evaluation import EvalResult, evaluate_parallel
 from ife_platform.registry import agent_names, get_agent
+from ife_platform.seeding import TORCH_SEED_BITS, fold_seed
 
 PROGRESS = "progress.json"
 
@@ -101,7 +102,8 @@ class RegistryContinual:
     """
 
     def build_network(self, cfg: DictConfig, num_actions: int) -> nn.Module:  # noqa: D102
-        torch.manual_seed(cfg.seed)  # as the tasks do: task 0 starts from this network
+        # as the tasks do: task 0 starts from this network
+        torch.manual_seed(fold_seed(cfg.seed, TORCH_SEED_BITS))
         return agent_spec(cfg.agent.name).build_network(cfg, num_actions)
 
     def train_task(  # noqa: D102

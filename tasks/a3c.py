@@ -28,9 +28,12 @@ actor-learner setups, without IMPALA's V-trace correction.
 from __future__ import annotations
 
 import functools
+import shutil
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+import lightning as L
 import torch
 from ife_platform.tasks.base import AgentTask, Collected, finished_episodes
 from omegaconf import DictConfig
@@ -39,6 +42,7 @@ from tensordict.nn import TensorDictModule
 from torch import nn
 
 from ife_platform.a3c.losses import actor_critic_loss, gae
+from ife_platform.a3c.supervision import ActorSupervisor, install_error_report
 from ife_platform.config import to_container
 from ife_platform.envs import AtariVecEnv
 from ife_platform.extractors.base import mask_entropy
@@ -131,8 +135,14 @@ class RecurrentActor(nn.Module):
         return (action, self.version.expand(n).clone(), *before)
 
 
-def _make_env(cfg_env: dict[str, Any], seed: int) -> AtariVecEnv:
-    """Env factory of one actor process (module level: it is pickled into spawned workers)."""
+def make_actor_env(cfg_env: dict[str, Any], seed: int, error_dir: str | None = None) -> AtariVecEnv:
+    """Env factory of one actor process (module level: it is pickled into spawned workers).
+
+    Runs in the actor process, first thing: with ``error_dir`` it makes the process write the
+    traceback that ends it there, for the learner's error (:mod:`ife_platform.a3c.supervision`).
+    """
+    if error_dir is not None:
+        install_error_report(error_dir)
     return AtariVecEnv(
         cfg_env["game"],
         cfg_env["num_envs"],
@@ -151,14 +161,28 @@ def _make_env(cfg_env: dict[str, Any], seed: int) -> AtariVecEnv:
 class ActorCriticTask(AgentTask):
     """A3C-LSTM or S3TA trained from asynchronous actor processes (see the module docstring).
 
+    An actor process that dies stops the learner within seconds with an
+    :class:`~ife_platform.a3c.supervision.ActorError` naming the actor, its exit code or
+    signal and its traceback: every wait on the actors goes through an
+    :class:`~ife_platform.a3c.supervision.ActorSupervisor`, and the actors are stopped when
+    fit ends, fails, or the interpreter exits.
+
     Args:
         cfg: the validated config (``agent=a3c_lstm`` or ``agent=s3ta``).
     """
+
+    #: The actors' env factory, ``(cfg_env, seed, error_dir) -> env``; a module-level function
+    #: (it is pickled into the spawned actor processes).
+    actor_env_factory = staticmethod(make_actor_env)
+    #: Seconds a wait on the actors may last with every actor alive (a stall) before failing.
+    actor_stall_timeout_s = 600.0
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
         self.model = self.build_network()
         self._collector: Any = None
+        self._supervisor: ActorSupervisor | None = None
+        self._error_dir: str | None = None
         # The actors' policy template lives outside the module tree: it must not be
         # checkpointed, moved to the learner's device or counted as learner parameters.
         self._acting: dict[str, nn.Module] = {}
@@ -177,8 +201,12 @@ class ActorCriticTask(AgentTask):
 
         a, e = self.cfg.agent, self.cfg.env
         cfg_env = to_container(e)
-        base = self.env_seed()
-        makers = [functools.partial(_make_env, cfg_env, base + 997 * i) for i in range(a.actors)]
+        base = self.env_seed()  # 31 bits: also np.random.seed's range in the TorchRL workers
+        self._error_dir = tempfile.mkdtemp(prefix="ife-actors-")
+        makers = [
+            functools.partial(self.actor_env_factory, cfg_env, base + 997 * i, self._error_dir)
+            for i in range(a.actors)
+        ]
         actor = RecurrentActor(build_acting_model(self.cfg, self.num_actions))
         n_state = len(self.model.initial_state(1))
         policy = TensorDictModule(
@@ -199,7 +227,17 @@ class ActorCriticTask(AgentTask):
             num_sub_threads=1,  # one torch thread per actor process: no oversubscription
             device="cpu",
         )
-        collector.set_seed(base)
+        self._supervisor = ActorSupervisor(
+            collector.procs, self._error_dir, stall_timeout_s=self.actor_stall_timeout_s
+        )
+        try:
+            # Worker i > 0 gets TorchRL's hash of worker i - 1's seed (< 2**32); AtariVecEnv
+            # folds every seed into ale-py's 31 bits.
+            self._supervisor.call("seeding the actors", collector.set_seed, base)
+        except BaseException:
+            self._collector = collector
+            self.shutdown_collector()
+            raise
         self._acting = {"actor": actor, "policy": policy}
         return collector
 
@@ -211,12 +249,28 @@ class ActorCriticTask(AgentTask):
     def on_fit_end(self) -> None:  # noqa: D102
         self.shutdown_collector()
 
+    def configure_callbacks(self) -> list[L.Callback]:  # noqa: D102
+        return [_StopActorsOnException()]
+
     def shutdown_collector(self) -> None:
-        """Stop the actor processes and restore this process's torch thread count."""
-        if self._collector is not None:
-            self._collector.shutdown()
-            self._collector = None
-            torch.set_num_threads(self._threads_before)
+        """Stop the actor processes (bounded, also with dead ones); restore torch's threads."""
+        collector, self._collector = self._collector, None
+        if collector is not None:
+            try:
+                collector.shutdown(timeout=5.0, raise_on_error=False)
+            finally:
+                torch.set_num_threads(self._threads_before)
+        if self._supervisor is not None:
+            self._supervisor.stop()
+            self._supervisor = None
+        if self._error_dir is not None:
+            shutil.rmtree(self._error_dir, ignore_errors=True)
+            self._error_dir = None
+
+    def actors(self) -> ActorSupervisor:
+        """The supervisor of the running actor processes (after :meth:`build_collector`)."""
+        assert self._supervisor is not None, "build_collector first"
+        return self._supervisor
 
     _threads_before = 1
 
@@ -235,7 +289,11 @@ class ActorCriticTask(AgentTask):
             for key, dst in target.items():
                 dst.copy_(weights[key].cpu())
             actor.version.fill_(self.updates)
-        self._collector.update_policy_weights_(TensorDict.from_module(self._acting["policy"]))
+        self.actors().call(
+            "pushing weights to the actors",
+            self._collector.update_policy_weights_,
+            TensorDict.from_module(self._acting["policy"]),
+        )
 
     # -- learning ----------------------------------------------------------------------------
     def loss(self, batch: TensorDict) -> dict[str, torch.Tensor]:
@@ -285,13 +343,9 @@ class ActorCriticTask(AgentTask):
         opt = self.optimizers()
         batch = batch.to(self.device)
         terms = self.loss(batch)
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(terms["loss"])
-        if self.cfg.optim.grad_clip is not None:  # null: no clipping
-            self.clip_gradients(
-                opt, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm"
-            )
-        opt.step()
+        clip = self.cfg.optim.grad_clip  # null: no clipping
+        if not self.guarded_step(opt, terms["loss"], {}, None if clip is None else float(clip)):
+            return None  # dropped (train.nan_policy=skip_batch); the actors keep their weights
         self.updates += 1
         self.push_weights()
         self.last_lag = (float(terms["policy_lag_mean"]), float(terms["policy_lag_max"]))
@@ -320,6 +374,17 @@ class _Rollouts:
             task.cfg.train.total_steps,
         )
         while task.env_steps < end:
-            batch = next(self._it)  # [N envs, T steps] of one actor
+            # [N envs, T steps] of one actor; a dead actor raises ActorError here
+            batch = task.actors().call("waiting for rollouts", next, self._it)
             task.on_collected(Collected(batch.numel(), episodes=finished_episodes(batch)))
             yield batch
+
+
+class _StopActorsOnException(L.Callback):
+    """Stops the actor processes when fit fails (Lightning skips ``on_fit_end`` then)."""
+
+    def on_exception(  # noqa: D102
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if isinstance(pl_module, ActorCriticTask):
+            pl_module.shutdown_collector()

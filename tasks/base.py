@@ -34,6 +34,7 @@ from ife_platform.envs import atari_spec
 from ife_platform.registry import get_agent
 from ife_platform.runs import NonFiniteError
 from ife_platform.scores import has_reference, human_normalized_score
+from ife_platform.seeding import ALE_SEED_BITS, NUMPY_SEED_BITS, TORCH_SEED_BITS, fold_seed
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class AgentTask(L.LightningModule):
         self.cfg = cfg
         self.agent_spec = get_agent(cfg.agent.name)
         self.num_actions = atari_spec(cfg.env.game, cfg.env.full_action_space).num_actions
-        torch.manual_seed(cfg.seed)  # initial weights: same seed -> same network on every rank
+        torch.manual_seed(fold_seed(cfg.seed, TORCH_SEED_BITS))  # same network on every rank
         self.env_steps = 0  # agent steps of this rank (all its envs)
         self.updates = 0
         self.episodes = 0
@@ -112,22 +113,24 @@ class AgentTask(L.LightningModule):
     def seed_everything(self) -> int:
         """Seed torch, numpy and random per rank, unless a checkpoint restored their states.
 
-        Returns the rank's seed (``seed + 1000 * rank``).
+        Returns the rank's seed (``seed + 1000 * rank``); each library gets it folded into the
+        range it accepts (:mod:`ife_platform.seeding`), ``seed_extra`` torch's.
         """
         seed = int(self.cfg.seed) + 1000 * self.global_rank
         if not self._restored_rng:  # a resumed run continues the RNG streams it saved
-            torch.manual_seed(seed)
-            np.random.seed(seed % 2**32)
+            torch.manual_seed(fold_seed(seed, TORCH_SEED_BITS))
+            np.random.seed(fold_seed(seed, NUMPY_SEED_BITS))
             random.seed(seed)
-            self.seed_extra(seed)
+            self.seed_extra(fold_seed(seed, TORCH_SEED_BITS))
         return seed
 
     def seed_extra(self, seed: int) -> None:
         """Seed the subclass's own generators (for example the actor's)."""
 
     def env_seed(self) -> int:
-        """Seed of env 0 of this rank: ranks and restarts get disjoint seed ranges."""
-        return int(self.cfg.seed) * 1_000_003 + self.global_rank * 10_007 + self.restarts * 101
+        """Seed of env 0 of this rank: ranks and restarts get disjoint seed ranges (31 bits)."""
+        seed = int(self.cfg.seed) * 1_000_003 + self.global_rank * 10_007 + self.restarts * 101
+        return fold_seed(seed, ALE_SEED_BITS)
 
     # -- collection --------------------------------------------------------------------------
     def on_collected(self, report: Collected) -> int:

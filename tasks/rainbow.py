@@ -48,6 +48,7 @@ from ife_platform.rainbow.replay import (
     priority_quantiles,
 )
 from ife_platform.rainbow.snapshot import load_replay, save_replay, snapshot_name
+from ife_platform.seeding import TORCH_SEED_BITS, fold_seed
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,9 @@ class RainbowTask(AgentTask):
             priority_key="td_error",
             storage=GatherTensorStorage(r.capacity),
             batch_size=self.cfg.agent.batch_size,
-            generator=torch.Generator().manual_seed(self.cfg.seed + 7919 * self.global_rank),
+            generator=torch.Generator().manual_seed(
+                fold_seed(self.cfg.seed + 7919 * self.global_rank, TORCH_SEED_BITS)
+            ),
         )
 
     def build_stream(self) -> ReplayStream:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ife_platform.seeding import TORCH_SEED_BITS, ale_env_seeds, fold_seed
+
 #: uint8 obs + next_obs of one transition, [4, 84, 84] each: the replay's floor.
 PIXEL_BYTES_PER_TRANSITION = 2 * 4 * 84 * 84
 
@@ -101,7 +103,7 @@ def make_raw_vector_env(game: str, num_envs: int, *, seed: int = 0, num_threads:
         reward_clipping=False,
         use_fire_reset=False,
     )
-    vec.reset(seed=seed)
+    vec.reset(seed=ale_env_seeds(seed, num_envs))
     return vec
 
 
@@ -116,7 +118,7 @@ class RandomActor:
         import torch
 
         self.num_actions = num_actions
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(fold_seed(seed, TORCH_SEED_BITS))
 
     def __call__(self, pixels):
         """Random actions ``[N]`` for ``pixels [N, C, H, W]``."""

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ife_platform.bench.common import interleave, make_raw_vector_env, median, quiet_lightning
+from ife_platform.seeding import TORCH_SEED_BITS, fold_seed
 
 
 def learner_config(
@@ -186,7 +187,7 @@ def bare_learner_rate(cfg, *, warmup: int = 3, seed: int = 0) -> float:
 
     a, e = cfg.agent, cfg.env
     spec = atari_spec(e.game, e.full_action_space)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(fold_seed(cfg.seed, TORCH_SEED_BITS))
     online = build_network(cfg, spec.num_actions)
     target = build_network(cfg, spec.num_actions)
     target.load_state_dict(online.state_dict())

@@ -53,6 +53,7 @@ from ife_platform.interpret.probe import (
     state_free_attention,
 )
 from ife_platform.policies import is_recurrent
+from ife_platform.seeding import TORCH_SEED_BITS, fold_seed
 
 #: Summary keys shown in the printed table and compared by ``ife compare`` (in this order).
 HEADLINE = (
@@ -495,7 +496,7 @@ def faithfulness_step(
         )
 
     curves = {"deletion": curve("deletion"), "insertion": curve("insertion")}
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(fold_seed(seed, TORCH_SEED_BITS))
     for mode in ("deletion", "insertion"):
         curves[f"random_{mode}"] = torch.stack(
             [curve(mode, True, gen) for _ in range(x.random_orders)]

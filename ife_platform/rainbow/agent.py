@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ife_platform.extractors import FeatureExtractor, build_extractor
 from ife_platform.rainbow.heads import QHead, expected_q
 from ife_platform.rainbow.losses import make_support
+from ife_platform.seeding import TORCH_SEED_BITS, fold_seed
 
 
 class QNetwork(nn.Module):
@@ -115,7 +116,7 @@ class Actor:
     def __init__(self, network: QNetwork, epsilon: float = 0.0, seed: int = 0) -> None:
         self.network = network
         self.epsilon = epsilon
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(fold_seed(seed, TORCH_SEED_BITS))
 
     @torch.no_grad()
     def __call__(self, pixels: Tensor) -> Tensor:

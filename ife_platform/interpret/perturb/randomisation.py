@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ife_platform.seeding import TORCH_SEED_BITS, fold_seed
+
 
 def _selected(name: str, only: Sequence[str] | None) -> bool:
     if only is None:
@@ -113,7 +115,7 @@ def randomised_copy(network: nn.Module, seed: int, only: Sequence[str] | None = 
     clone = copy.deepcopy(network)
     cuda = sorted({p.device.index or 0 for p in clone.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=cuda), torch.no_grad():
-        torch.manual_seed(seed)
+        torch.manual_seed(fold_seed(seed, TORCH_SEED_BITS))
         for _, module in resettable(clone, only):
             reset_module(module)
     return clone
