@@ -187,6 +187,10 @@ class AgentTask(L.LightningModule):
         if self.cfg.train.nan_policy == "stop":
             raise NonFiniteError(self.env_steps, self.updates + 1, bad)
         self.skipped += 1
+        every = self.cfg.trainer.log_every_updates
+        if self.skipped == 1 or self.skipped % every == 0:  # updates may never log again
+            if self.logger is not None and self.global_rank == 0:
+                self.logger.log_metrics({"train/skipped_updates": self.skipped}, self.env_steps)
         if self.skipped == 1 or self.skipped % 100 == 0:
             log.warning(
                 "non-finite %s at agent step %d: update dropped (%d so far)",
@@ -211,8 +215,6 @@ class AgentTask(L.LightningModule):
             metrics["updates_per_s"] = (self.updates - updates) / max(now - t, 1e-9)
         self._last_log = (now, self.env_steps, self.updates)
         metrics.update(env_steps=float(self.env_steps), updates=float(self.updates))
-        if self.skipped:
-            metrics["skipped_updates"] = float(self.skipped)
         metrics.update(extra or {})
         if self.logger is not None and self.global_rank == 0:
             self.logger.log_metrics({f"train/{k}": v for k, v in metrics.items()}, self.env_steps)
