@@ -93,7 +93,7 @@ def rng_state() -> dict[str, Any]:
 
     import numpy as np
 
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = np.random.get_state()  # type: ignore[assignment]
     return {
         "torch": torch.get_rng_state(),
         "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),

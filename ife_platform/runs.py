@@ -209,8 +209,8 @@ class SignalWatch:
         try:
             yield self
         finally:
-            for signum, handler in self._previous.items():
-                signal.signal(signum, handler)
+            for number, handler in self._previous.items():
+                signal.signal(number, handler)
             self._previous.clear()
 
 
