@@ -154,6 +154,9 @@ class TrainerConfig:
     steps_per_epoch: int = 10_000  # agent steps per Lightning epoch; checkpoints at epoch ends
     checkpoint_every: int = 0  # also checkpoint every this many agent steps (0: epoch ends only)
     keep_checkpoints: int = 2  # step-named checkpoints kept in the run folder (newest first)
+    # torch threads of a Rainbow training process; 0: its share of the usable cores (affinity,
+    # cgroup quota) divided by the training processes running on this machine, re-checked
+    threads: int = 0
     log_every_updates: int = 50
     progress_bar: bool = True
 
@@ -653,6 +656,7 @@ DOMAINS: dict[str, Domain] = {
     "trainer.steps_per_epoch": at_least(1),
     "trainer.checkpoint_every": at_least(0),
     "trainer.keep_checkpoints": at_least(1),
+    "trainer.threads": at_least(0),
     "trainer.log_every_updates": at_least(1),
     "tracking.video_max_steps": at_least(1),
     "tracking.eval_episodes": at_least(0),

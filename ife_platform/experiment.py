@@ -391,6 +391,12 @@ def _fit(
     )
     parts["checkpoints"] = checkpoints
     all_callbacks = [checkpoints, DDPWeightCheck(), final, *callbacks]
+    if agent_spec(cfg.agent.name).family == "rainbow":
+        # (actor-critic tasks size their own: one thread per actor, the rest to the learner)
+        from ife_platform.callbacks.threads import ThreadShare
+        from ife_platform.threads import MachineShare
+
+        all_callbacks.append(ThreadShare(MachineShare(cfg.trainer.threads)))
     if cfg.trainer.progress_bar:
         import sys
 

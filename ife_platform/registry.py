@@ -58,6 +58,7 @@ FAMILY_KEYS: dict[str, tuple[str, ...]] = {
         "model.v_min",
         "model.v_max",
         "replay",
+        "trainer.threads",
     ),
     "actor_critic": (
         "agent.actors",

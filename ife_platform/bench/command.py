@@ -17,6 +17,7 @@ from ife_platform.bench.explain import bench_explain, bench_explain_agents
 from ife_platform.bench.learner import bench_learner, learner_config, platform_learner_rate
 from ife_platform.bench.replay import bench_replay
 from ife_platform.bench.report import format_report
+from ife_platform.bench.sharing import bench_sharing
 
 
 def _ints(text: str) -> list[int]:
@@ -32,7 +33,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--sections",
         default="env,learner,replay,explain,actors",
-        help="comma list of env, learner, replay, explain, actors (default: all)",
+        help="comma list of env, learner, replay, explain, actors, sharing (default: all "
+        "but sharing, which trains real runs for several minutes)",
     )
     parser.add_argument("--quick", action="store_true", help="small budgets (about a minute)")
     parser.add_argument("--game", default="pong")
@@ -64,7 +66,7 @@ def main(argv: list[str]) -> int:
     opts = parser.parse_args(argv)
 
     sections = {s.strip() for s in opts.sections.split(",") if s.strip()}
-    unknown = sections - {"env", "learner", "replay", "explain", "actors"}
+    unknown = sections - {"env", "learner", "replay", "explain", "actors", "sharing"}
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     env_rounds = opts.env_rounds or (3 if opts.quick else 5)
@@ -121,6 +123,16 @@ def main(argv: list[str]) -> int:
             opts.game, batches=6 if opts.quick else 12, rounds=2 if opts.quick else 3
         )
         print(f"  actors done ({time.perf_counter() - start:.0f} s)", flush=True)
+    if "sharing" in sections:
+        results["sharing"] = []
+        for name in [x for x in opts.extractors.split(",") if x]:
+            steps = 600 if opts.quick else 1500 if name in ("der_cnn", "nature_cnn") else 700
+            results["sharing"].append(
+                bench_sharing(
+                    name, game=opts.game, steps=steps, learning_starts=min(300, steps // 3)
+                )
+            )
+            print(f"  sharing {name} done ({time.perf_counter() - start:.0f} s)", flush=True)
     results["wall_s"] = time.perf_counter() - start
     results["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     print()

@@ -62,6 +62,21 @@ def format_report(results: dict[str, Any]) -> str:
             f"  {'learner updates/s':40s} {ac['learner_updates_per_s']:8.2f}"
             f"  ({ac['rollout_steps_per_update']} agent steps per update)"
         )
+    for sh in results.get("sharing", []):
+        lines += [
+            "",
+            f"== two training runs at once, {sh['extractor']} (DER profile, {sh['game']}, "
+            f"{sh['steps']} agent steps each; learning-phase agent steps/s; target: each of "
+            "the pair >= 0.4x alone)",
+        ]
+        for mode, label in (("auto", "trainer.threads=0 (share)"), ("fixed", "")):
+            v = sh[mode]
+            label = label or f"trainer.threads={v['threads']} (fixed)"
+            pair = ", ".join(f"{p:.1f}" for p in v["pair"])
+            ratios = ", ".join(f"{r:.2f}" for r in v["ratios"])
+            lines.append(
+                f"  {label:32s} alone {v['alone']:6.1f}  pair {pair:>12s}  ratios {ratios}"
+            )
     ex = results.get("explain")
     if ex:
         lines += [
