@@ -137,7 +137,14 @@ class MachineShare:
         return max(count, 1)
 
     def threads(self) -> int:
-        """Torch threads for this process now."""
+        """Torch threads for this process now.
+
+        ``trainer.threads`` if set, else ``OMP_NUM_THREADS`` if the user set it, else the
+        usable cores divided by the live training processes (at least 1).
+        """
         if self.requested > 0:
             return self.requested
+        fixed = os.environ.get("OMP_NUM_THREADS", "")
+        if fixed.isdigit() and int(fixed) > 0:
+            return int(fixed)
         return max(1, self.cores // self.live())

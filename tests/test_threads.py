@@ -47,7 +47,10 @@ time.sleep(120)
 """
 
 
-def test_machine_share_counts_live_training_processes(tmp_path: Path) -> None:
+def test_machine_share_counts_live_training_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     me = MachineShare(cores=4, folder=tmp_path)
     me.join()
     assert me.live() == 1 and me.threads() == 4
@@ -66,6 +69,8 @@ def test_machine_share_counts_live_training_processes(tmp_path: Path) -> None:
         peer.kill()
     (tmp_path / "999999999").write_text("123")  # no such pid
     assert me.live() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's choice wins over the share
+    assert me.threads() == 1
     me.leave()
     assert list(tmp_path.iterdir()) == []
 
@@ -82,6 +87,7 @@ def test_a_training_run_takes_its_share_beside_another(
 
     registry = workdir / "registry"
     monkeypatch.setenv("IFE_THREADS_DIR", str(registry))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     peer = subprocess.Popen(
         [sys.executable, "-c", _PEER, str(registry)], stdout=subprocess.PIPE, text=True
     )
