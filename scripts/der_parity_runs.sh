@@ -2,7 +2,7 @@
 # Full Atari-100k DER-profile runs for docs/results.md, one after the other.
 #   scripts/der_parity_runs.sh GAME:SEED [GAME:SEED ...]
 # Environment: RESULTS (folder for the MLflow store, outputs and logs; default ./results),
-# THREADS (torch threads per run; 1 when two queues share a 2-core machine, default 2),
+# THREADS (torch threads per run; default: the run's share of the machine, trainer.threads=0),
 # EXTRACTOR (default der_cnn; ife for the IFE check), EXTRA (more key=value overrides, for
 # example "replay.alpha=0") and TAG (suffix for the run name, for example "uniform").
 # Then: python scripts/der_parity.py export --tracking-uri sqlite:///$RESULTS/mlflow.db NAME...
@@ -19,9 +19,10 @@ for spec in "$@"; do
   [ "$extractor" = der_cnn ] || name=${extractor}_der_${game}_s${seed}
   [ -z "${TAG:-}" ] || name=${name}_${TAG}
   echo "$(date -u +%FT%TZ) start $name" >> queue.log
-  OMP_NUM_THREADS=${THREADS:-2} "$ife" train agent=rainbow_der env=atari100k \
+  "$ife" train agent=rainbow_der env=atari100k \
     model.extractor="$extractor" env.game="$game" train.total_steps=100000 seed="$seed" \
     tracking.uri="sqlite:///$results/mlflow.db" tracking.eval_episodes=30 \
-    tracking.run_name="$name" trainer.progress_bar=false ${EXTRA:-} > "logs/$name.log" 2>&1
+    tracking.run_name="$name" trainer.progress_bar=false trainer.threads="${THREADS:-0}" \
+    ${EXTRA:-} > "logs/$name.log" 2>&1
   echo "$(date -u +%FT%TZ) end $name rc=$?" >> queue.log
 done
