@@ -325,6 +325,7 @@ class SequenceRunner:
 
         from ife_platform.config import to_yaml
         from ife_platform.experiment import run_params
+        from ife_platform.runs import PROCESS_TAG, RunInterrupted, current_process
         from ife_platform.tracking import (
             ensure_experiment,
             log_config,
@@ -345,13 +346,19 @@ class SequenceRunner:
                     f"mode {self.progress['mode']}, this config says {self.games} / {q.mode}"
                 )
             client.update_run(parent, status="RUNNING")
+            client.set_tag(parent, PROCESS_TAG, current_process().tag())
             self.progress["wall_before"] = self.progress.get("wall_seconds", 0.0)
         else:
             exp_id = ensure_experiment(client, cfg.tracking.experiment)
             parent = client.create_run(
                 exp_id,
                 run_name=f"sequence-{q.name}-{q.mode}",
-                tags={"ife.kind": "sequence", "ife.sequence": q.name},
+                tags={
+                    "ife.kind": "sequence",
+                    "ife.sequence": q.name,
+                    # a sequence killed with -9 is found and set to KILLED by the next run
+                    PROCESS_TAG: current_process().tag(),
+                },
             ).info.run_id
             params = run_params(cfg, uri, in_sequence=True)
             log_config(to_yaml(cfg), params, run_id=parent, client=client)
@@ -392,8 +399,9 @@ class SequenceRunner:
             self._train_tasks(done, parent, out, client, t_start)
             if q.reference:
                 self._references(client, parent, out, t_start)
-        except BaseException:
-            client.set_terminated(parent, status="FAILED")
+        except BaseException as err:
+            stopped = isinstance(err, RunInterrupted | KeyboardInterrupt)
+            client.set_terminated(parent, status="KILLED" if stopped else "FAILED")
             print(f"sequence stopped; continue it with resume={parent}")
             raise
         report = build_report(self.progress)
