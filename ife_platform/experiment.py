@@ -190,7 +190,8 @@ def _open_run(
     """
     import mlflow
 
-    from ife_platform.runs import PROCESS_TAG, current_process
+    from ife_platform.checkpoint import CheckpointError
+    from ife_platform.runs import PROCESS_TAG, ProcessId, current_process, is_alive
     from ife_platform.tracking import (
         ensure_experiment,
         log_config,
@@ -202,7 +203,14 @@ def _open_run(
     previous = None
     if resumed_run:
         run_id = resumed_run
-        previous = client.get_run(run_id).info.status
+        run = client.get_run(run_id)
+        previous = run.info.status
+        owner = ProcessId.parse(run.data.tags.get(PROCESS_TAG, ""))
+        if previous == "RUNNING" and owner is not None and is_alive(owner):
+            raise CheckpointError(
+                f"resume: run {run_id} is being trained right now by process {owner.pid} on "
+                "this machine; stop it first (SIGTERM checkpoints it)"
+            )
         retry_if_locked(lambda: client.update_run(run_id, status="RUNNING"))
     else:
         exp_id = ensure_experiment(client, cfg.tracking.experiment)

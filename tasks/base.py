@@ -160,7 +160,8 @@ class AgentTask(L.LightningModule):
         the new priorities) are checked with one host sync before the optimiser step, so a
         non-finite update is never applied. Under DDP the gradients are all-reduced before
         the check, so every rank decides alike. With ``16-mixed`` precision the gradient
-        check is left to the loss scaler, which skips overflowing steps itself.
+        check is left to the loss scaler, which skips overflowing steps itself (bf16 has no
+        scaler: its gradients are checked).
 
         Returns:
             True if the update was applied; False if it was dropped (``skip_batch``).
@@ -173,7 +174,7 @@ class AgentTask(L.LightningModule):
         if grad_clip is not None:
             self.clip_gradients(opt, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
         checked = {"loss": loss.detach(), **{k: v.detach() for k, v in watched.items()}}
-        if "16" not in str(self.trainer.precision):
+        if str(self.trainer.precision) not in ("16-mixed", "16"):  # the scaler's precisions
             grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
             if grads:
                 norms = torch._foreach_norm(grads)

@@ -126,6 +126,10 @@ def test_kill9_during_checkpointing_leaves_valid_files_and_resume_logs_each_step
     proc = _spawn(workdir, args)
     out = workdir / "out"
     _wait_for(lambda: len(list(out.glob("*/checkpoints/step-*.ckpt"))) >= 3, 300, proc)
+    # a second process cannot resume a run that is training right now
+    live_id = _only_run(workdir).info.run_id
+    with pytest.raises(CheckpointError, match="being trained right now"):
+        train(compose([*args, f"resume={live_id}"]))
     time.sleep(0.37)  # somewhere in the next saves
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
