@@ -236,7 +236,12 @@ def _open_run(
 
 
 def _close_run(
-    uri: str, run_id: str, error: BaseException | None, progressed: bool, previous: str | None
+    uri: str,
+    run_id: str,
+    error: BaseException | None,
+    progressed: bool,
+    previous: str | None,
+    stopped: bool,
 ) -> None:
     """Rank 0: the run's final status, honest about how it ended.
 
@@ -246,13 +251,13 @@ def _close_run(
     """
     import mlflow
 
-    from ife_platform.runs import NonFiniteError, SignalStop
+    from ife_platform.runs import NonFiniteError
 
     client = mlflow.MlflowClient(uri)
     if error is None:
         client.set_terminated(run_id, status="FINISHED")
         return
-    if isinstance(error, SignalStop | KeyboardInterrupt) or _is_sigterm(error):
+    if stopped:
         client.set_tag(run_id, "ife.end", f"stopped by a signal ({type(error).__name__})")
         client.set_terminated(run_id, status="KILLED")
         return
@@ -332,20 +337,22 @@ def train(
             result = _fit(cfg, uri, run_id, ckpt_path, resumed_run, callbacks, setup, Task, parts)
     except BaseException as err:
         trainer, checkpoints = parts.get("trainer"), parts.get("checkpoints")
+        signum = err.signum if isinstance(err, SignalStop) else watch.signum
+        # A stop by a signal: SIGTERM/SIGUSR1 (Lightning's SIGTERMException), Ctrl-C (Lightning
+        # turns KeyboardInterrupt into sys.exit(1) after its callbacks), or a signal outside fit.
+        stopped = signum is not None and (
+            isinstance(err, SignalStop | KeyboardInterrupt | SystemExit) or _is_sigterm(err)
+        )
         if trainer.global_rank == 0 if trainer is not None else opened:
             progressed = checkpoints is not None and checkpoints.progressed(parts.get("task"))
             error: BaseException = err
-            retry_if_locked(lambda: _close_run(uri, run_id, error, progressed, previous))
-        signum = err.signum if isinstance(err, SignalStop) else watch.signum
-        if signum is not None and (
-            isinstance(err, SignalStop | KeyboardInterrupt) or _is_sigterm(err)
-        ):
+            retry_if_locked(lambda: _close_run(uri, run_id, error, progressed, previous, stopped))
+        if stopped:
+            assert signum is not None
             raise RunInterrupted(run_id, signum) from err
-        if isinstance(err, SystemExit) and watch.signum is not None:  # Lightning's Ctrl-C exit
-            raise RunInterrupted(run_id, watch.signum) from err
         raise
     if result.trainer.global_rank == 0:
-        retry_if_locked(lambda: _close_run(uri, run_id, None, True, previous))
+        retry_if_locked(lambda: _close_run(uri, run_id, None, True, previous, False))
     return result
 
 

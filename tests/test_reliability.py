@@ -196,7 +196,7 @@ def test_process_identity_tells_a_live_process_from_a_reused_pid() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
 def test_preemption_signal_checkpoints_marks_killed_and_exits_non_zero(
     workdir: Path, sig: signal.Signals
 ) -> None:
