@@ -24,5 +24,6 @@ for spec in "$@"; do
     tracking.uri="sqlite:///$results/mlflow.db" tracking.eval_episodes=30 \
     tracking.run_name="$name" trainer.progress_bar=false trainer.threads="${THREADS:-0}" \
     ${EXTRA:-} > "logs/$name.log" 2>&1
-  echo "$(date -u +%FT%TZ) end $name rc=$?" >> queue.log
+  rc=$?  # (read before the date substitution below resets $?)
+  echo "$(date -u +%FT%TZ) end $name rc=$rc" >> queue.log
 done
