@@ -115,7 +115,7 @@ def _boot_id() -> str:
         return "unknown"
 
 
-def _start_ticks(pid: int) -> int | None:
+def start_ticks(pid: int) -> int | None:
     """Start time of ``pid`` (clock ticks since boot), None if there is no such process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -128,7 +128,7 @@ def _start_ticks(pid: int) -> int | None:
 def current_process() -> ProcessId:
     """This process's identity."""
     pid = os.getpid()
-    return ProcessId(socket.gethostname(), _boot_id(), pid, _start_ticks(pid) or 0)
+    return ProcessId(socket.gethostname(), _boot_id(), pid, start_ticks(pid) or 0)
 
 
 def is_alive(owner: ProcessId) -> bool | None:
@@ -138,7 +138,7 @@ def is_alive(owner: ProcessId) -> bool | None:
         return None
     if owner.boot != here.boot:
         return False  # the machine rebooted since
-    return _start_ticks(owner.pid) == owner.started
+    return start_ticks(owner.pid) == owner.started
 
 
 def reap_dead_runs(client: Any) -> list[str]:

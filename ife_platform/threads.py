@@ -17,6 +17,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from ife_platform.runs import start_ticks
+
 
 def cgroup_cpu_limit(root: str | Path = "/sys/fs/cgroup") -> float | None:
     """CPUs the cgroup quota allows (``cpu.max`` v2, ``cpu.cfs_quota_us`` v1), None if unlimited.
@@ -57,7 +59,7 @@ def training_threads(requested: int, ranks_on_host: int, cores: int | None = Non
 
     Args:
         requested: ``trainer.threads`` (0: automatic).
-        ranks_on_host: training processes of this run on this machine (DDP ranks).
+        ranks_on_host: training processes sharing this machine (DDP ranks, other runs).
         cores: the usable cores (default :func:`usable_cores`).
 
     Returns:
@@ -79,22 +81,15 @@ def registry_dir() -> Path:
     return Path(os.environ.get("IFE_THREADS_DIR", Path(tempfile.gettempdir()) / "ife-threads"))
 
 
-def _start_ticks(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
 class MachineShare:
     """Announces this training process and counts the live ones, to share the cores evenly.
 
     Each process writes ``<registry>/<pid>`` holding its start time; a file whose process is
     gone (or whose pid was reused) is ignored and removed. The torch threads of a process are
     ``max(1, usable cores // live training processes)`` unless ``trainer.threads`` fixes them.
-    Measured in docs/benchmarks.md: two processes of two threads on two cores collapse (OpenMP
-    workers spin against each other), two of one thread each run at 0.7-0.9x of one alone.
+    Measured in docs/benchmarks.md: two processes of two threads on two cores collapse to about
+    0.2x of one alone each (OpenMP workers spin against each other); with one thread each they
+    run at 0.82-0.91x (DER CNN) and 0.57x (IFE).
 
     Args:
         requested: ``trainer.threads`` (0: automatic).
@@ -113,7 +108,7 @@ class MachineShare:
         """Announce this process."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self._file = self.folder / str(self.pid)
-        self._file.write_text(_start_ticks(self.pid) or "")
+        self._file.write_text(str(start_ticks(self.pid)))
 
     def leave(self) -> None:
         """Withdraw the announcement."""
@@ -125,12 +120,12 @@ class MachineShare:
         """Training processes announced and still running (this one included, if joined)."""
         count = 0
         for entry in self.folder.glob("[0-9]*"):
-            started = _start_ticks(int(entry.name))
+            started = start_ticks(int(entry.name))
             try:
                 announced = entry.read_text()
             except OSError:
                 continue
-            if started is not None and started == announced:
+            if started is not None and str(started) == announced:
                 count += 1
             else:
                 entry.unlink(missing_ok=True)  # a process that died without leaving
@@ -142,9 +137,10 @@ class MachineShare:
         ``trainer.threads`` if set, else ``OMP_NUM_THREADS`` if the user set it, else the
         usable cores divided by the live training processes (at least 1).
         """
-        if self.requested > 0:
-            return self.requested
+        requested = self.requested
         fixed = os.environ.get("OMP_NUM_THREADS", "")
-        if fixed.isdigit() and int(fixed) > 0:
-            return int(fixed)
-        return max(1, self.cores // self.live())
+        if requested <= 0 and fixed.isdigit():
+            requested = int(fixed)
+        if requested > 0:
+            return requested
+        return training_threads(0, self.live(), self.cores)

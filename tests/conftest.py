@@ -69,8 +69,11 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def run_ife(workdir: Path, args: list[str], timeout: int = 900) -> None:
-    """Run the ``ife`` CLI in a subprocess in ``workdir``; fail with its stderr if it fails.
+def run_ife(
+    workdir: Path, args: list[str], timeout: int = 900, expect: int = 0
+) -> subprocess.CompletedProcess:
+    """Run the ``ife`` CLI in a subprocess in ``workdir``; fail with its stderr unless it exits
+    with ``expect``.
 
     Actor-critic training spawns actor processes: a fresh interpreter keeps them out of the
     test process.
@@ -83,7 +86,8 @@ def run_ife(workdir: Path, args: list[str], timeout: int = 900) -> None:
         text=True,
         timeout=timeout,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == expect, proc.stderr[-3000:]
+    return proc
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, ife_command, subprocess_env, tracking_args
+from conftest import TINY, ife_command, run_ife, subprocess_env, tracking_args
 from mlflow.tracking import MlflowClient
 
 from ife_platform.checkpoint import (
@@ -146,15 +146,7 @@ def test_kill9_during_checkpointing_leaves_valid_files_and_resume_logs_each_step
     assert max(logged) >= restored  # the dead process logged past its last checkpoint
 
     # Resume: the dead run is reaped (KILLED), reopened, and finishes.
-    code = subprocess.run(
-        [*ife_command(), "train", *args, f"resume={run.info.run_id}"],
-        cwd=workdir,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert code.returncode == 0, code.stderr[-3000:]
+    run_ife(workdir, ["train", *args, f"resume={run.info.run_id}"], timeout=600)
     run = client.get_run(run.info.run_id)
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/env_steps")]
@@ -298,15 +290,7 @@ def test_resume_runs_no_code_from_a_crafted_replay_folder_or_snapshot(workdir: P
 def test_non_finite_loss_stops_the_run_failed_with_a_finite_checkpoint(workdir: Path) -> None:
     # (the reproduction: IFE, a huge step and no clipping)
     args = _base(workdir, *NAN_PRONE, "train.total_steps=600")
-    proc = subprocess.run(
-        [*ife_command(), "train", *args],
-        cwd=workdir,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    proc = run_ife(workdir, ["train", *args], timeout=600, expect=1)
     assert "non-finite" in proc.stderr and "agent step" in proc.stderr
     run = _only_run(workdir)
     assert run.info.status == "FAILED"

@@ -164,3 +164,10 @@ def test_tiny_runs_with_large_seeds_finish(workdir: Path, agent: str, game: str,
         ],
         timeout=300,
     )
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("ife").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["seed"] == str(seed)
+    assert run.data.metrics["train/env_steps"] > 0  # it trained, not only started
