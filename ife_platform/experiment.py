@@ -127,17 +127,19 @@ def resolve_resume(cfg: DictConfig, uri: str) -> tuple[str | None, str | None]:
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """The Lightning Trainer's device arguments, with ``auto`` resolved for this machine.
 
-    CPU runs stay fp32 whatever ``trainer.precision`` says, and DDP on CPU uses gloo.
+    ``trainer.precision`` goes through :func:`~ife_platform.precision.resolve_precision`: a
+    CPU runs ``bf16-mixed`` only with bfloat16 units and never ``16-mixed`` (fp32 instead).
+    DDP on CPU uses gloo.
     """
     import torch
+
+    from ife_platform.precision import resolve_precision
 
     t = cfg.trainer
     accelerator = t.accelerator
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    precision = t.precision
-    if accelerator == "cpu" and "mixed" in precision:
-        precision = "32-true"  # mixed precision is a GPU feature here; CPU runs stay fp32
+    precision = resolve_precision(str(t.precision), accelerator)
     strategy = t.strategy
     if strategy == "ddp" and accelerator == "cpu":
         from lightning.pytorch.strategies import DDPStrategy

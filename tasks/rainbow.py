@@ -39,6 +39,7 @@ from ife_platform.envs import AtariVecEnv
 from ife_platform.extractors import extractor_kwargs
 from ife_platform.extractors.base import mask_entropy
 from ife_platform.optim import make_adam
+from ife_platform.precision import autocast_dtype
 from ife_platform.rainbow.agent import Actor, QNetwork, build_q_network, linear_schedule
 from ife_platform.rainbow.losses import categorical_double_q_loss, huber_double_q_loss
 from ife_platform.rainbow.nstep import NStepAccumulator
@@ -309,6 +310,8 @@ class RainbowTask(AgentTask):
 
     def on_fit_start(self) -> None:  # noqa: D102
         self.seed_everything()
+        # Lightning autocasts training_step; the collector's forwards get the same precision.
+        self.actor.autocast_dtype = autocast_dtype(str(self.trainer.precision))
         self._stream = self.build_stream()
         self.replay = self._stream.replay
         if self._replay_step is not None:

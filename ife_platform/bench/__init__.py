@@ -48,6 +48,7 @@ from ife_platform.bench.learner import (
     learner_config,
     platform_learner_rate,
 )
+from ife_platform.bench.precision import bench_precision, compare_runs, run_updates
 from ife_platform.bench.replay import bench_replay, storage_bytes
 from ife_platform.bench.report import format_report
 
@@ -59,11 +60,13 @@ __all__ = [
     "RandomActor",
     "UniformReplay",
     "bare_learner_rate",
+    "compare_runs",
     "bench_actors",
     "bench_env",
     "bench_explain",
     "bench_explain_agents",
     "bench_learner",
+    "bench_precision",
     "bench_replay",
     "format_report",
     "interleave",
@@ -74,5 +77,6 @@ __all__ = [
     "make_raw_vector_env",
     "median",
     "platform_learner_rate",
+    "run_updates",
     "storage_bytes",
 ]

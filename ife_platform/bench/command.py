@@ -15,6 +15,7 @@ from ife_platform.bench.common import machine_info, quiet_lightning
 from ife_platform.bench.env import bench_env
 from ife_platform.bench.explain import bench_explain, bench_explain_agents
 from ife_platform.bench.learner import bench_learner, learner_config, platform_learner_rate
+from ife_platform.bench.precision import bench_precision
 from ife_platform.bench.replay import bench_replay
 from ife_platform.bench.report import format_report
 from ife_platform.bench.sharing import bench_sharing
@@ -33,8 +34,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--sections",
         default="env,learner,replay,explain,actors",
-        help="comma list of env, learner, replay, explain, actors, sharing (default: all "
-        "but sharing, which trains real runs for several minutes)",
+        help="comma list of env, learner, replay, explain, actors, sharing, precision "
+        "(default: all but sharing and precision, which run for several minutes)",
     )
     parser.add_argument("--quick", action="store_true", help="small budgets (about a minute)")
     parser.add_argument("--game", default="pong")
@@ -54,6 +55,17 @@ def main(argv: list[str]) -> int:
         help="learner section: updates per measurement (der_cnn runs 4x more)",
     )
     parser.add_argument("--learner-rounds", type=int, default=None)
+    parser.add_argument(
+        "--parity-updates",
+        type=int,
+        default=None,
+        help="precision section: updates per run (default 1000, --quick 100)",
+    )
+    parser.add_argument(
+        "--parity-game",
+        default="ms_pacman",
+        help="precision section: the game of the fixed replay snapshot",
+    )
     parser.add_argument("--learning-starts", type=int, default=200)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument(
@@ -66,7 +78,8 @@ def main(argv: list[str]) -> int:
     opts = parser.parse_args(argv)
 
     sections = {s.strip() for s in opts.sections.split(",") if s.strip()}
-    unknown = sections - {"env", "learner", "replay", "explain", "actors", "sharing"}
+    known = {"env", "learner", "replay", "explain", "actors", "sharing", "precision"}
+    unknown = sections - known
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     env_rounds = opts.env_rounds or (3 if opts.quick else 5)
@@ -133,6 +146,20 @@ def main(argv: list[str]) -> int:
                 )
             )
             print(f"  sharing {name} done ({time.perf_counter() - start:.0f} s)", flush=True)
+    if "precision" in sections:
+        results["precision"] = []
+        n_up = opts.parity_updates or (100 if opts.quick else 1000)
+        for name in [x for x in opts.extractors.split(",") if x]:
+            results["precision"].append(
+                bench_precision(
+                    name,
+                    game=opts.parity_game,
+                    steps=1000 if opts.quick else 3000,
+                    updates=n_up,
+                    window=min(100, n_up),
+                )
+            )
+            print(f"  precision {name} done ({time.perf_counter() - start:.0f} s)", flush=True)
     results["wall_s"] = time.perf_counter() - start
     results["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     print()

@@ -77,6 +77,25 @@ def format_report(results: dict[str, Any]) -> str:
             lines.append(
                 f"  {label:32s} alone {v['alone']:6.1f}  pair {pair:>12s}  ratios {ratios}"
             )
+    for pr in results.get("precision", []):
+        ref = pr["reference"]
+        lines += [
+            "",
+            f"== precision parity, {pr['extractor']} (DER profile, {pr['game']}: "
+            f"{pr['updates']} updates of batch {pr['batch_size']} on fixed batches of a "
+            f"{pr['snapshot_transitions']}-transition snapshot; maxima over windows of "
+            f"{pr['runs'][0]['window']} updates)",
+            f"  {'fp32 reference':40s} {ref['ms_per_update']:7.1f} ms/update  loss "
+            f"{ref['loss_first_last'][0]:.3f} -> {ref['loss_first_last'][1]:.3f}, "
+            f"Q {ref['q_first_last'][0]:.3f} -> {ref['q_first_last'][1]:.3f}",
+        ]
+        for run in pr["runs"]:
+            lines.append(
+                f"  {run['role']:40s} {run['ms_per_update']:7.1f} ms/update  "
+                f"loss {100 * run['max_loss_rel']:5.2f} %  Q {run['max_q_abs']:.4f}  "
+                f"priorities {100 * run['max_priority_rel']:5.2f} % (per transition "
+                f"{100 * run['max_priority_l1']:5.2f} %)"
+            )
     ex = results.get("explain")
     if ex:
         lines += [

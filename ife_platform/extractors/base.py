@@ -66,6 +66,11 @@ class FeatureExtractor(nn.Module):
     """
 
     has_attention: bool = False
+    #: Run the convolutions in the channels-last (NHWC) layout: subclasses that set it convert
+    #: their parameters at the end of ``__init__`` (:meth:`_use_channels_last`), and ``forward``
+    #: converts the input. A layout, not a change of the math: on CPU the max-pooling kernels
+    #: are about 15x faster in NHWC (docs/benchmarks.md, issue 13).
+    channels_last: bool = False
 
     def __init__(self, in_channels: int, input_size: int | None) -> None:
         super().__init__()
@@ -100,7 +105,13 @@ class FeatureExtractor(nn.Module):
             param = next(self.parameters(), None)
             dtype = param.dtype if param is not None else torch.get_default_dtype()
             obs = obs.to(dtype) / 255.0
+        if self.channels_last:
+            obs = obs.contiguous(memory_format=torch.channels_last)
         return self.encode(obs)
+
+    def _use_channels_last(self) -> None:
+        """Move every 4-D parameter and buffer to the channels-last layout (end of ``__init__``)."""
+        self.to(memory_format=torch.channels_last)
 
     def encode(self, x: Tensor) -> Tensor:
         """Map a float observation in [0, 1] ``[B, C, H, W]`` to ``[B, features_dim]``."""

@@ -60,6 +60,8 @@ class IFEExtractor(AttentionExtractor):
         ValueError: If ``hue_window`` does not tile the input exactly.
     """
 
+    channels_last = True  # its max-pooling dominated the eager NCHW forward (issue 13)
+
     def __init__(
         self,
         in_channels: int = 4,
@@ -96,6 +98,7 @@ class IFEExtractor(AttentionExtractor):
         self.attention = SpatialSoftAttention(c3, attention_hidden)
         self.afe = AgentFriendlyEncoder(c3, spectral_norm)
         self.features_dim = self.afe.features_dim
+        self._use_channels_last()
 
     def encode(self, x: Tensor) -> Tensor:
         """HUE -> attention -> AFE; stores the mask and logits of this pass."""

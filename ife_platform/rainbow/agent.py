@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ife_platform.extractors import FeatureExtractor, build_extractor
+from ife_platform.precision import autocast
 from ife_platform.rainbow.heads import QHead, expected_q
 from ife_platform.rainbow.losses import make_support
 from ife_platform.seeding import TORCH_SEED_BITS, fold_seed
@@ -111,11 +112,20 @@ class Actor:
         network: the online network (shared with the learner, not copied).
         epsilon: exploration rate now; the task updates it from its schedule.
         seed: seed of the epsilon generator.
+        autocast_dtype: run the forward under ``torch.autocast`` with this dtype (the
+            learner's mixed precision), or None for the network's own precision.
     """
 
-    def __init__(self, network: QNetwork, epsilon: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        network: QNetwork,
+        epsilon: float = 0.0,
+        seed: int = 0,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
         self.network = network
         self.epsilon = epsilon
+        self.autocast_dtype = autocast_dtype
         self.generator = torch.Generator().manual_seed(fold_seed(seed, TORCH_SEED_BITS))
 
     @torch.no_grad()
@@ -124,7 +134,8 @@ class Actor:
         device = self.network.support.device
         if self.network.training:
             self.network.reset_noise()
-        q = self.network.q_values(pixels.to(device, non_blocking=True))
+        with autocast(device, self.autocast_dtype):
+            q = self.network.q_values(pixels.to(device, non_blocking=True))
         action = q.argmax(dim=-1).cpu()
         if self.epsilon > 0.0:
             n = action.shape[0]

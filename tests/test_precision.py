@@ -1,0 +1,139 @@
+"""Mixed precision and memory layout of the Rainbow learner (issue 13, item 1)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, run_ife, tracking_args
+from mlflow.tracking import MlflowClient
+
+from ife_platform.bench.learner import learner_config
+from ife_platform.bench.precision import collect_snapshot, compare_runs, run_updates
+from ife_platform.extractors import build_extractor
+from ife_platform.precision import (
+    autocast,
+    autocast_dtype,
+    cpu_bf16_supported,
+    resolve_precision,
+)
+from ife_platform.rainbow.agent import Actor, build_q_network
+
+needs_bf16 = pytest.mark.skipif(not cpu_bf16_supported(), reason="no bfloat16 units on this CPU")
+
+
+def test_a_cpu_gets_bf16_only_with_bf16_units(caplog: pytest.LogCaptureFixture) -> None:
+    assert resolve_precision("bf16-mixed", "cpu", bf16_units=True) == "bf16-mixed"
+    with caplog.at_level(logging.WARNING, logger="ife_platform.precision"):
+        assert resolve_precision("bf16-mixed", "cpu", bf16_units=False) == "32-true"
+        assert resolve_precision("16-mixed", "cpu", bf16_units=True) == "32-true"
+    assert "no bfloat16 units" in caplog.text and "GPU precision" in caplog.text
+    # GPUs and the non-mixed precisions are taken as configured
+    for precision in ("16-mixed", "bf16-mixed", "32-true"):
+        assert resolve_precision(precision, "gpu", bf16_units=False) == precision
+    assert resolve_precision("32-true", "cpu", bf16_units=False) == "32-true"
+    assert resolve_precision("bf16-true", "cpu", bf16_units=False) == "bf16-true"
+
+
+def test_autocast_dtype_of_each_precision() -> None:
+    assert autocast_dtype("bf16-mixed") is torch.bfloat16
+    assert autocast_dtype("16-mixed") is torch.float16
+    for precision in ("32-true", "64-true", "bf16-true", "16-true"):
+        assert autocast_dtype(precision) is None
+
+
+@needs_bf16
+def test_actor_acts_under_the_learners_autocast() -> None:
+    torch.manual_seed(0)
+    net = build_q_network("der_cnn", 4, num_atoms=51, noisy=False)
+    seen: list[torch.dtype] = []
+    net.head.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].dtype))
+    pixels = torch.randint(0, 255, (2, 4, 84, 84), dtype=torch.uint8)
+    Actor(net)(pixels)
+    Actor(net, autocast_dtype=torch.bfloat16)(pixels)
+    assert seen == [torch.float32, torch.bfloat16]
+    with autocast("cpu", None):  # no dtype: a no-op context
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_ife_runs_channels_last_and_computes_what_nchw_computes() -> None:
+    torch.manual_seed(0)
+    ife = build_extractor("ife", in_channels=4)
+    assert ife.channels_last
+    conv = ife.hue[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    obs = torch.randint(0, 255, (3, 4, 84, 84), dtype=torch.uint8)
+    out = ife(obs)
+    ife.channels_last = False
+    ife.to(memory_format=torch.contiguous_format)
+    ref = ife(obs)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    # a state dict saved in one layout loads into the other unchanged
+    fresh = build_extractor("ife", in_channels=4)
+    fresh.load_state_dict(ife.state_dict())
+    torch.testing.assert_close(fresh(obs), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_compare_runs_by_hand() -> None:
+    ref = {
+        "loss": torch.tensor([2.0, 4.0, 1.0]),
+        "q_mean": torch.tensor([0.5, 0.5, 1.0]),
+        "priority": torch.tensor([[1.0, 3.0], [2.0, 2.0], [4.0, 4.0]]),
+    }
+    run = {
+        "loss": torch.tensor([3.0, 3.0, 1.5]),
+        "q_mean": torch.tensor([0.4, 0.8, 1.0]),
+        "priority": torch.tensor([[2.0, 3.0], [2.0, 1.0], [4.0, 6.0]]),
+    }
+    out = compare_runs(run, ref, window=2)
+    # window 1 (updates 0-1): loss 3 vs 3; Q 0.6 vs 0.5; priorities mean 2 vs 2; L1 1/4, 1/4
+    # window 2 (update 2): loss 1.5 vs 1 -> 0.5; Q 0; priorities 5 vs 4 -> 0.25; L1 2/8
+    assert out["loss_rel"] == pytest.approx([0.0, 0.5])
+    assert out["q_abs"] == pytest.approx([0.1, 0.0])
+    assert out["priority_rel"] == pytest.approx([0.0, 0.25])
+    assert out["priority_l1"] == pytest.approx([0.25, 0.25])
+    assert out["max_loss_rel"] == pytest.approx(0.5) and out["max_q_abs"] == pytest.approx(0.1)
+
+
+def test_parity_runs_are_deterministic_and_bf16_stays_close() -> None:
+    """The parity check means something only if two fp32 runs on the same batches are equal."""
+    cfg = learner_config("der_cnn", game="pong", learning_starts=0, updates=12)
+    snapshot = collect_snapshot(cfg, 80, seed=1)
+    assert snapshot["obs"].dtype == torch.uint8 and snapshot["obs"].shape[1:] == (4, 84, 84)
+    gen = torch.Generator().manual_seed(0)
+    indices = torch.randint(snapshot["action"].shape[0], (12, 32), generator=gen)
+    a = run_updates(cfg, snapshot, indices)
+    b = run_updates(cfg, snapshot, indices)
+    for key in ("loss", "q_mean", "priority"):
+        assert torch.equal(a[key], b[key]), key
+    assert torch.isfinite(a["loss"]).all() and a["loss"][0] > 0
+    floor = run_updates(cfg, snapshot, indices, perturb=2.0**-24)
+    assert not torch.equal(floor["priority"], a["priority"])  # the perturbation is real
+    if cpu_bf16_supported():
+        half = run_updates(cfg, snapshot, indices, precision="bf16-mixed")
+        cmp = compare_runs(half, a, window=6)
+        assert 0 < cmp["max_loss_rel"] < 0.05  # rounds differently, learns the same
+        assert cmp["max_priority_l1"] < 0.1
+
+
+@needs_bf16
+def test_bf16_training_run_on_cpu(workdir: Path) -> None:
+    """A real run with trainer.precision=bf16-mixed trains in bf16 and says so."""
+    args = [
+        "train",
+        "agent=rainbow_der",
+        "env.game=pong",
+        "model.extractor=der_cnn",
+        "trainer.precision=bf16-mixed",
+        *TINY,
+        *tracking_args(workdir),
+    ]
+    run_ife(workdir, args)
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("ife").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["trainer.precision"] == "bf16-mixed"
+    losses = [m.value for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
