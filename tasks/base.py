@@ -156,8 +156,8 @@ class AgentTask(L.LightningModule):
     ) -> bool:
         """Backward, clip, check for non-finite values, then step (``train.nan_policy``).
 
-        The loss, the gradient norm (after clipping) and every ``watched`` tensor (for example
-        the new priorities) are checked with one host sync before the optimiser step, so a
+        The loss, the gradient norm (the one clipping computes) and every ``watched`` tensor
+        (for example the new priorities) are checked with one host sync before the optimiser step, so a
         non-finite update is never applied. Under DDP the gradients are all-reduced before
         the check, so every rank decides alike. With ``16-mixed`` precision the gradient
         check is left to the loss scaler, which skips overflowing steps itself (bf16 has no
@@ -171,13 +171,21 @@ class AgentTask(L.LightningModule):
         """
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        if grad_clip is not None:
-            self.clip_gradients(opt, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
         checked = {"loss": loss.detach(), **{k: v.detach() for k, v in watched.items()}}
-        if str(self.trainer.precision) not in ("16-mixed", "16"):  # the scaler's precisions
-            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-            if grads:
-                norms = torch._foreach_norm(grads)
+        if str(self.trainer.precision) in ("16-mixed", "16"):  # the scaler's precisions
+            if grad_clip is not None:  # Lightning unscales the gradients before clipping
+                self.clip_gradients(
+                    opt, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm"
+                )
+        else:
+            # No scaler: clip here (Lightning's bf16 plugin refuses to clip for a fused
+            # optimiser, a rule meant for fp16's unscaling). The norm before clipping is finite
+            # exactly when the clipped gradients are, so one norm serves both.
+            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            if params and grad_clip is not None:
+                checked["gradients"] = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            elif params:
+                norms = torch._foreach_norm([p.grad for p in params])
                 checked["gradients"] = torch.linalg.vector_norm(torch.stack(norms))
         finite = torch.stack([torch.isfinite(v).all() for v in checked.values()]).tolist()
         if all(finite):
