@@ -156,12 +156,12 @@ class AgentTask(L.LightningModule):
     ) -> bool:
         """Backward, clip, check for non-finite values, then step (``train.nan_policy``).
 
-        The loss, the gradient norm (the one clipping computes) and every ``watched`` tensor
-        (for example the new priorities) are checked with one host sync before the optimiser
-        step, so a non-finite update is never applied. Under DDP the gradients are all-reduced before
-        the check, so every rank decides alike. With ``16-mixed`` precision the gradient
-        check is left to the loss scaler, which skips overflowing steps itself (bf16 has no
-        scaler: its gradients are checked).
+        The loss, the gradient norm (the one clipping computes) and every ``watched``
+        tensor (for example the new priorities) are checked with one host sync before the
+        optimiser step, so a non-finite update is never applied. Under DDP the gradients are
+        all-reduced before the check, so every rank decides alike. With ``16-mixed``
+        precision the gradient check is left to the loss scaler, which skips overflowing
+        steps itself (bf16 has no scaler: its gradients are checked).
 
         Returns:
             True if the update was applied; False if it was dropped (``skip_batch``).
