@@ -178,3 +178,26 @@ def test_actor_bench_reports_rates_and_restores_threads() -> None:
     assert all(_positive(v["steps_per_s"]) for v in out["variants"].values())
     assert _positive(out["learner_updates_per_s"]) and _positive(out["policy_step_ms"])
     assert torch.get_num_threads() == threads
+
+
+def test_learner_section_runs_each_precision_side_by_side() -> None:
+    out = bench.bench_learner(
+        "der_cnn", updates=5, rounds=1, learning_starts=30, warmup=1, precisions=["bf16-mixed"]
+    )
+    assert _positive(out["ratio"]) and set(out["precisions"]) == {"bf16-mixed"}
+    bf16 = out["precisions"]["bf16-mixed"]
+    assert bf16["resolved"] in ("bf16-mixed", "32-true")  # what this CPU gives
+    assert _positive(bf16["speedup"])
+    assert len(out["samples"]) == 3  # fp32 platform, bf16 platform, bare loop
+
+
+def test_precision_section_reports_floor_and_candidate(tmp_path, capsys) -> None:
+    path = tmp_path / "parity.json"
+    args = ["--sections", "precision", "--extractors", "der_cnn", "--quick"]
+    assert bench.main([*args, "--parity-updates", "6", "--json", str(path)]) == 0
+    (pr,) = json.loads(path.read_text())["precision"]
+    roles = [run["role"] for run in pr["runs"]]
+    assert roles[0].startswith("fp32, the other") and roles[1].startswith("floor")
+    assert [run["precision"] for run in pr["runs"]] == ["32-true", "32-true", "bf16-mixed"]
+    assert all(math.isfinite(run["max_loss_rel"]) for run in pr["runs"])
+    assert "precision parity, der_cnn" in capsys.readouterr().out

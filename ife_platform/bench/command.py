@@ -56,6 +56,12 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--learner-rounds", type=int, default=None)
     parser.add_argument(
+        "--precisions",
+        default="32-true,bf16-mixed",
+        help="learner section: trainer.precision values the platform runs with, side by side "
+        "(the bare loop stays fp32)",
+    )
+    parser.add_argument(
         "--parity-updates",
         type=int,
         default=None,
@@ -118,6 +124,7 @@ def main(argv: list[str]) -> int:
                     rounds=learner_rounds,
                     learning_starts=opts.learning_starts,
                     game=opts.game,
+                    precisions=[p for p in opts.precisions.split(",") if p],
                 )
             )
             print(f"  learner {name} done ({time.perf_counter() - start:.0f} s)", flush=True)

@@ -277,19 +277,39 @@ def bench_learner(
     learning_starts: int = 200,
     warmup: int = 3,
     game: str = "pong",
+    precisions: Sequence[str] = ("32-true",),
 ) -> dict[str, Any]:
-    """Platform vs bare-loop updates/s for one extractor, interleaved, medians."""
-    cfg = learner_config(extractor, game=game, learning_starts=learning_starts, updates=updates)
-    results = interleave(
-        {
-            "platform (RainbowTask + Lightning)": lambda: platform_learner_rate(cfg, warmup=warmup),
-            "bare PyTorch loop": lambda: bare_learner_rate(cfg, warmup=warmup),
-        },
-        rounds,
-    )
-    platform_rate = median(results["platform (RainbowTask + Lightning)"])
+    """Platform vs bare-loop updates/s for one extractor, interleaved, medians.
+
+    The bare loop runs in fp32; the platform runs once per entry of ``precisions`` (Lightning
+    names, resolved for this CPU as ``ife train`` does). ``ratio`` is the fp32 platform
+    against the bare loop; every other precision gets ``speedup``, its rate over the fp32
+    platform's.
+    """
+    from ife_platform.precision import resolve_precision
+
+    cfgs = {
+        p: learner_config(
+            extractor,
+            game=game,
+            learning_starts=learning_starts,
+            updates=updates,
+            extra=[f"trainer.precision={p}"],
+        )
+        for p in dict.fromkeys(("32-true", *precisions))
+    }
+    label = "platform (RainbowTask + Lightning)"
+    variants = {
+        (label if p == "32-true" else f"{label}, {p}"): (
+            lambda cfg=cfg: platform_learner_rate(cfg, warmup=warmup)
+        )
+        for p, cfg in cfgs.items()
+    }
+    variants["bare PyTorch loop"] = lambda: bare_learner_rate(cfgs["32-true"], warmup=warmup)
+    results = interleave(variants, rounds)
+    platform_rate = median(results[label])
     bare_rate = median(results["bare PyTorch loop"])
-    return {
+    out: dict[str, Any] = {
         "extractor": extractor,
         "game": game,
         "updates_per_sample": updates,
@@ -298,5 +318,16 @@ def bench_learner(
         "platform_updates_per_s": platform_rate,
         "bare_updates_per_s": bare_rate,
         "ratio": platform_rate / bare_rate,
+        "precisions": {},
         "samples": results,
     }
+    for p in cfgs:
+        if p == "32-true":
+            continue
+        rate = median(results[f"{label}, {p}"])
+        out["precisions"][p] = {
+            "resolved": resolve_precision(p, "cpu"),
+            "platform_updates_per_s": rate,
+            "speedup": rate / platform_rate,
+        }
+    return out

@@ -45,6 +45,11 @@ def format_report(results: dict[str, Any]) -> str:
             f"  {'bare PyTorch loop':40s} {fmt_rate(lr['bare_updates_per_s']):>8s}",
             f"  {'ratio':40s} {lr['ratio']:8.2f}",
         ]
+        for precision, v in lr.get("precisions", {}).items():
+            lines.append(
+                f"  {'platform, ' + precision + ' (runs ' + v['resolved'] + ')':40s} "
+                f"{fmt_rate(v['platform_updates_per_s']):>8s}  x{v['speedup']:.2f} of fp32"
+            )
     ac = results.get("actors")
     if ac:
         lines += [
