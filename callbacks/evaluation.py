@@ -82,7 +82,8 @@ def parameter_digest(module: torch.nn.Module) -> int:
     h = hashlib.sha256()
     for name, tensor in sorted(module.named_parameters()):
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)  # (1x1 channels-last convs)
+        h.update(flat.view(torch.uint8).numpy().tobytes())
     return int.from_bytes(h.digest()[:8], "little") >> 1
 
 

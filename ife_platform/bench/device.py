@@ -227,7 +227,7 @@ def device_check(
     batch, num_envs = (32, 4) if small else (512, 64)
     updates = 5 if small else 100
     platform_updates = 4 if small else 60
-    capacity = 2_000 if small else 100_000
+    capacity = 500 if small else 100_000
     cfg = fast_config(
         accelerator, num_envs=num_envs, batch=batch, updates=platform_updates, capacity=capacity
     )
