@@ -58,7 +58,8 @@ def frame_ring_size(capacity: int, num_envs: int, n_step: int, frame_stack: int)
 
     ``capacity`` frames (one new frame per transition) plus ``capacity // 4`` of room for the
     first frame of every episode and the frames of the last ``n_step + frame_stack`` vector
-    steps that open windows still need; for small replays at least twice that lookahead.
+    steps that open windows still need (for small replays at least twice that lookahead),
+    less the ring's zero row: with it, the ring takes 1.25 frames per transition.
 
     Args:
         capacity: ``replay.capacity`` (transitions).
@@ -70,7 +71,7 @@ def frame_ring_size(capacity: int, num_envs: int, n_step: int, frame_stack: int)
         Ring rows (frames), besides the one zero row.
     """
     lookahead = 2 * num_envs * (n_step + frame_stack + 1)
-    return capacity + max(capacity // 4, lookahead)
+    return capacity + max(capacity // 4, lookahead) - 1  # + the zero row: 1.25 x capacity
 
 
 class FrameStackStorage(GatherTensorStorage):
@@ -99,7 +100,7 @@ class FrameStackStorage(GatherTensorStorage):
         super().__init__(max_size)
         self.frame_stack = int(frame_stack)
         self.frame_shape = tuple(frame_shape)
-        self.ring_size = int(ring_size if ring_size is not None else max_size + max_size // 4)
+        self.ring_size = int(ring_size if ring_size is not None else max_size + max_size // 4 - 1)
         self.frame_count = 0  # frames pushed so far; the next frame's id
         self._written = 0  # transitions written so far; the next transition's serial
         self._frames: Tensor | None = None  # [R + 1, H, W] uint8, row R zero
@@ -192,9 +193,7 @@ class FrameStackStorage(GatherTensorStorage):
         if m and self._ref is not None:
             serial = torch.arange(self._written, self._written + m).unsqueeze(1).expand_as(ids)
             valid = ids >= 0
-            self._ref.scatter_reduce_(
-                0, ids[valid] % self.ring_size, serial[valid], reduce="amax"
-            )
+            self._ref.scatter_reduce_(0, ids[valid] % self.ring_size, serial[valid], reduce="amax")
         self._written += m
         super().set(cursor, data, set_cursor=set_cursor)
 
