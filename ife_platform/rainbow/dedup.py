@@ -322,14 +322,14 @@ class FrameNStepAccumulator:
         frames = new if head is None else torch.cat([head, new])
         self._recent.append(self.storage.frame_count)
         ids = self.storage.add_frames(frames, protect_from=self._recent[0])
+        cur = self._cur  # never written in place: it is also the last step's next_obs ids
         if head is not None and nonzero is not None:
             block = torch.full(nonzero.shape, -1, dtype=torch.int64)
             block[nonzero] = ids[: head.shape[0]]
-            self._cur[starting] = block
-        obs_ids = self._cur.clone()
-        next_ids = torch.cat([self._cur[:, 1:], ids[-self.num_envs :, None]], dim=1)
-        self._cur = next_ids
-        return obs_ids, next_ids
+            cur = cur.clone()
+            cur[starting] = block
+        self._cur = torch.cat([cur[:, 1:], ids[-self.num_envs :, None]], dim=1)
+        return cur, self._cur
 
     def push(
         self,
