@@ -198,6 +198,26 @@ class FrameStackStorage(GatherTensorStorage):
         super().set(cursor, data, set_cursor=set_cursor)
 
     def get(self, index: Any) -> Any:  # noqa: D102
+        stored = self._storage
+        if (
+            isinstance(index, torch.Tensor)
+            and index.ndim == 1
+            and index.dtype == torch.long
+            and self.initialized
+            and isinstance(stored, TensorDict)
+            and not stored.is_locked
+        ):  # the sampling path: one index_select per key, one TensorDict built unchecked
+            s = self.frame_stack
+            out = {
+                k: v.index_select(0, index)
+                for k, v in stored.items()
+                if k != FRAMES_KEY and isinstance(v, torch.Tensor)
+            }
+            if len(out) + 1 == len(stored.keys()):  # flat storage: every leaf taken
+                ids = stored.get(FRAMES_KEY).index_select(0, index)
+                out["obs"] = self.gather_frames(ids[:, :s])
+                out["next_obs"] = self.gather_frames(ids[:, s:])
+                return TensorDict._new_unsafe(out, batch_size=index.shape)
         data = super().get(index)
         if not is_tensor_collection(data) or FRAMES_KEY not in data.keys():
             return data

@@ -1,0 +1,92 @@
+"""``replay.sample()`` time: stacked storage (before issue 13) against the frame-deduplicated one.
+
+Both prioritized buffers are filled with the same synthetic stream (4 envs, random 84x84
+frames, ale-py-like stacks, an episode end now and then), then sampled in interleaved rounds
+(old, new, old, new, ...) with the same generator seed; medians per batch size are printed.
+
+    .venv/bin/python scripts/bench_replay_sample.py [--capacity 20000] [--rounds 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torchrl.data import TensorDictPrioritizedReplayBuffer
+
+from ife_platform.rainbow.dedup import FrameNStepAccumulator, FrameStackStorage, frame_ring_size
+from ife_platform.rainbow.nstep import NStepAccumulator
+from ife_platform.rainbow.replay import GatherTensorStorage
+
+
+def _buffer(storage, batch: int) -> TensorDictPrioritizedReplayBuffer:
+    return TensorDictPrioritizedReplayBuffer(
+        alpha=0.5,
+        beta=0.4,
+        priority_key="td_error",
+        storage=storage,
+        batch_size=batch,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def main() -> None:
+    """Fill both buffers, time ``sample()`` for batch 32 and 512, print medians (ms)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--capacity", type=int, default=20_000)
+    p.add_argument("--rounds", type=int, default=200)
+    p.add_argument("--threads", type=int, default=1)
+    opts = p.parse_args()
+    torch.set_num_threads(opts.threads)
+    n_env, n, stack, cap = 4, 3, 4, opts.capacity
+    old_st = GatherTensorStorage(cap)
+    new_st = FrameStackStorage(cap, frame_stack=stack, ring_size=frame_ring_size(cap, n_env, n, 4))
+    old_acc, new_acc = (
+        NStepAccumulator(n_env, n, 0.99),
+        FrameNStepAccumulator(n_env, n, 0.99, new_st),
+    )
+    old_rb, new_rb = _buffer(old_st, 32), _buffer(new_st, 32)
+    g = torch.Generator().manual_seed(1)
+    stacks = torch.zeros(n_env, stack, 84, 84, dtype=torch.uint8)
+    stacks[:, -1] = torch.randint(0, 256, (n_env, 84, 84), dtype=torch.uint8, generator=g)
+    for _ in range(cap // n_env + 10):
+        frame = torch.randint(0, 256, (n_env, 1, 84, 84), dtype=torch.uint8, generator=g)
+        nxt = torch.cat([stacks[:, 1:], frame], 1)
+        done = torch.rand(n_env, generator=g) < 0.005
+        args = (
+            stacks[:, None],
+            torch.randint(0, 4, (n_env, 1), generator=g),
+            torch.rand(n_env, 1, generator=g),
+            done[:, None],
+            done[:, None],
+            nxt[:, None],
+        )
+        a, b = old_acc.push(*args), new_acc.push(*args)
+        if a.batch_size[0]:
+            old_rb.extend(a)
+            new_rb.extend(b)
+        stacks = nxt.clone()
+        if done.any():
+            stacks[done] = 0
+            stacks[done, -1] = torch.randint(
+                0, 256, (int(done.sum()), 84, 84), dtype=torch.uint8, generator=g
+            )
+    print(f"capacity {cap}, stored {len(old_st)}, threads {opts.threads}")
+    for size in (32, 512):
+        times: dict[str, list[float]] = {"stacked": [], "dedup": []}
+        for _ in range(opts.rounds):
+            for name, rb in (("stacked", old_rb), ("dedup", new_rb)):
+                t0 = time.perf_counter()
+                rb.sample(size)
+                times[name].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        print(
+            f"batch {size:4d}: stacked {med['stacked']:.3f} ms, dedup {med['dedup']:.3f} ms "
+            f"(dedup / stacked {med['dedup'] / med['stacked']:.2f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
