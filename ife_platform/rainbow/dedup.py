@@ -43,7 +43,7 @@ from tensordict import TensorDict, is_tensor_collection
 from torch import Tensor
 
 from ife_platform.rainbow.nstep import NStepAccumulator
-from ife_platform.rainbow.replay import GatherTensorStorage
+from ife_platform.rainbow.replay import GatherTensorStorage, frame_ring_size
 
 log = logging.getLogger(__name__)
 
@@ -51,27 +51,6 @@ __all__ = ["FrameNStepAccumulator", "FrameStackStorage", "frame_ring_size"]
 
 #: The frame ids key a transition stores (obs ids, then next_obs ids).
 FRAMES_KEY = "frames"
-
-
-def frame_ring_size(capacity: int, num_envs: int, n_step: int, frame_stack: int) -> int:
-    """Frames the ring holds for a replay of ``capacity`` transitions.
-
-    ``capacity`` frames (one new frame per transition) plus ``capacity // 4`` of room for the
-    first frame of every episode and the frames of the last ``n_step + frame_stack`` vector
-    steps that open windows still need (for small replays at least twice that lookahead),
-    less the ring's zero row: with it, the ring takes 1.25 frames per transition.
-
-    Args:
-        capacity: ``replay.capacity`` (transitions).
-        num_envs: ``env.num_envs``.
-        n_step: ``agent.n_step``.
-        frame_stack: ``env.frame_stack``.
-
-    Returns:
-        Ring rows (frames), besides the one zero row.
-    """
-    lookahead = 2 * num_envs * (n_step + frame_stack + 1)
-    return capacity + max(capacity // 4, lookahead) - 1  # + the zero row: 1.25 x capacity
 
 
 class FrameStackStorage(GatherTensorStorage):
@@ -188,6 +167,11 @@ class FrameStackStorage(GatherTensorStorage):
 
     # -- TorchRL storage -----------------------------------------------------------------
     def set(self, cursor: Any, data: Any, *, set_cursor: bool = True) -> None:  # noqa: D102
+        if not is_tensor_collection(data) or FRAMES_KEY not in data.keys():
+            raise TypeError(
+                "FrameStackStorage stores frame ids ('frames', from FrameNStepAccumulator.push), "
+                "not stacked observations"
+            )
         ids = data[FRAMES_KEY].reshape(-1, 2 * self.frame_stack)
         m = ids.shape[0]
         if m and self._ref is not None:

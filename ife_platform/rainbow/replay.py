@@ -50,12 +50,33 @@ FRAME_REF_BYTES = 8
 SAMPLER_BYTES = 16
 
 
+def frame_ring_size(capacity: int, num_envs: int, n_step: int, frame_stack: int) -> int:
+    """Frames the ring holds for a replay of ``capacity`` transitions.
+
+    ``capacity`` frames (one new frame per transition) plus ``capacity // 4`` of room for the
+    first frame of every episode and the frames of the last ``n_step + frame_stack`` vector
+    steps that open windows still need (for small replays at least twice that lookahead),
+    less the ring's zero row: with it, the ring takes 1.25 frames per transition.
+
+    Args:
+        capacity: ``replay.capacity`` (transitions).
+        num_envs: ``env.num_envs``.
+        n_step: ``agent.n_step``.
+        frame_stack: ``env.frame_stack``.
+
+    Returns:
+        Ring rows (frames), besides the one zero row.
+    """
+    lookahead = 2 * num_envs * (n_step + frame_stack + 1)
+    return capacity + max(capacity // 4, lookahead) - 1  # + the zero row: 1.25 x capacity
+
+
 def replay_bytes(capacity: int, frame_stack: int, num_envs: int, n_step: int) -> int:
     """Host bytes the Rainbow replay of one rank takes when full (storage plus priority trees).
 
     The storage (:class:`~ife_platform.rainbow.dedup.FrameStackStorage`, filled by
     :class:`~ife_platform.rainbow.dedup.FrameNStepAccumulator`) keeps every frame once in a
-    ring of :func:`~ife_platform.rainbow.dedup.frame_ring_size` rows (plus one zero row), each
+    ring of :func:`frame_ring_size` rows (plus one zero row), each
     with an int64 reference serial; per transition it keeps the ``2 * frame_stack`` int64 frame
     ids of ``obs`` and ``next_obs`` and the scalars of :data:`SCALAR_BYTES`; the sampler adds
     :data:`SAMPLER_BYTES` per transition. ``tests/test_replay.py`` checks this against a real
@@ -70,8 +91,6 @@ def replay_bytes(capacity: int, frame_stack: int, num_envs: int, n_step: int) ->
     Returns:
         Bytes: about 8,934 per transition for 4 stacked frames and a large capacity.
     """
-    from ife_platform.rainbow.dedup import frame_ring_size
-
     ring = frame_ring_size(capacity, num_envs, n_step, frame_stack)
     per_slot = 2 * frame_stack * 8 + sum(SCALAR_BYTES.values()) + SAMPLER_BYTES
     return (ring + 1) * FRAME_BYTES + ring * FRAME_REF_BYTES + capacity * per_slot
