@@ -42,7 +42,9 @@ def main() -> None:
     torch.set_num_threads(opts.threads)
     n_env, n, stack, cap = 4, 3, 4, opts.capacity
     old_st = GatherTensorStorage(cap)
-    new_st = FrameStackStorage(cap, frame_stack=stack, ring_size=frame_ring_size(cap, n_env, n, 4))
+    new_st = FrameStackStorage(
+        cap, frame_stack=stack, num_envs=n_env, ring_size=frame_ring_size(cap, n_env, n, 4)
+    )
     old_acc, new_acc = (
         NStepAccumulator(n_env, n, 0.99),
         FrameNStepAccumulator(n_env, n, 0.99, new_st),

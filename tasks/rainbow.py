@@ -9,7 +9,7 @@ The data path, in order (one place each):
    transitions (sign-clipped rewards, life loss terminal for learning when the protocol says
    so), writing every new frame once into the replay's frame ring;
 4. a TorchRL ``TensorDictPrioritizedReplayBuffer`` over a
-   :class:`~ife_platform.rainbow.dedup.FrameStackStorage` stores them (frame ids per
+   :class:`~ife_platform.rainbow.dedup.FrameStackStorage` stores them (frame references per
    transition; sampled batches rebuild the uint8 ``obs`` / ``next_obs`` stacks);
 5. :class:`ReplayStream` is the "dataloader": it interleaves collection and sampling, yielding
    ``updates_per_step`` batches per collected agent step once ``learning_starts`` is reached;
@@ -267,7 +267,9 @@ class RainbowTask(AgentTask):
             beta=r.beta_start,
             eps=r.priority_eps,
             priority_key="td_error",
-            storage=FrameStackStorage(r.capacity, frame_stack=e.frame_stack, ring_size=ring),
+            storage=FrameStackStorage(
+                r.capacity, frame_stack=e.frame_stack, num_envs=e.num_envs, ring_size=ring
+            ),
             batch_size=self.cfg.agent.batch_size,
             generator=torch.Generator().manual_seed(
                 fold_seed(self.cfg.seed + 7919 * self.global_rank, TORCH_SEED_BITS)

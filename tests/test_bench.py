@@ -15,7 +15,7 @@ from torchrl.collectors import Collector
 
 from ife_platform import bench
 from ife_platform.envs import AtariVecEnv
-from ife_platform.rainbow.dedup import frame_ring_size
+from ife_platform.rainbow.replay import frame_ring_rows
 
 
 def _positive(x: float) -> bool:
@@ -31,19 +31,19 @@ def test_replay_bytes_per_transition_is_the_frame_ring_plus_exact_overhead() -> 
     assert out["dtypes"]["frame_ring"] == "uint8" and out["dtypes"]["frames"] == "int64"
     per_key = out["per_key_bytes_per_transition"]
     assert "obs" not in per_key and "next_obs" not in per_key  # no stacks are stored
-    ring = frame_ring_size(64, 1, 3, 4)  # DER profile: 1 env, 3-step (the bench's override)
-    assert per_key["frame_ring"] == (ring + 1) * 84 * 84 / 64
-    assert per_key["frame_ring_ref"] == ring * 8 / 64
-    assert per_key["frames"] == 2 * 4 * 8  # obs and next_obs frame ids, int64
+    rows = frame_ring_rows(64, 1, 3, 4)  # DER profile: 1 env, 3-step (the bench's override)
+    assert per_key["frame_ring"] == rows * 84 * 84 / 64
+    assert per_key["frame_ring_ref"] == rows * 8 / 64
+    assert per_key["frames"] == 3 * 8  # env, first frame of obs, first frame of next_obs
     sizes = {"int64": 8, "float32": 4, "uint8": 1, "bool": 1, "int32": 4}
     scalars = [k for k in per_key if k not in ("frame_ring", "frame_ring_ref", "frames")]
     assert {"action", "reward", "discount"} <= set(scalars)
-    overhead = sum(sizes[out["dtypes"][k]] for k in scalars) + 64 + ring * 8 / 64
+    overhead = sum(sizes[out["dtypes"][k]] for k in scalars) + 24 + rows * 8 / 64
     assert out["bytes_per_transition"] == per_key["frame_ring"] + overhead
     assert out["overhead_bytes"] == overhead
     assert out["total_bytes"] == out["bytes_per_transition"] * 64
     # at large capacities the ring is exactly 1.25 frames per slot: the target
-    assert (frame_ring_size(1 << 20, 64, 3, 4) + 1) == 1.25 * (1 << 20)
+    assert frame_ring_rows(1 << 20, 64, 3, 4) == 1.25 * (1 << 20)
 
 
 def test_storage_bytes_counts_every_stored_tensor() -> None:

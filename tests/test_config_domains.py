@@ -134,7 +134,7 @@ def test_replay_memory_refused_with_the_numbers(monkeypatch) -> None:
     with pytest.raises(ConfigError) as err:
         compose(["replay.capacity=20000000"])
     msg = str(err.value)
-    assert "replay.capacity=20000000 needs about 179 GB" in msg, msg
+    assert "replay.capacity=20000000 needs about 178 GB" in msg, msg
     assert "this machine has 22 GB available" in msg and "lower replay.capacity" in msg
     most = int(re.search(r"must be <= (\d+) here", msg).group(1))
     cfg = compose([f"replay.capacity={most}"])  # the largest that fits is accepted
@@ -145,18 +145,18 @@ def test_replay_memory_refused_with_the_numbers(monkeypatch) -> None:
     # every rank on the host has its own buffer
     with pytest.raises(ConfigError, match="2 rank"):
         compose([f"replay.capacity={most}", "trainer.devices=2", "trainer.strategy=ddp"])
-    # fewer stacked frames, smaller transitions (fewer frame ids)
-    assert replay_bytes_per_transition(1) < replay_bytes_per_transition(4)
+    # frames are stored once: the stack depth no longer multiplies the bytes
+    assert replay_bytes_per_transition(1) == replay_bytes_per_transition(4)
 
 
 def test_fast_profile_replay_fits_a_24_gb_host(monkeypatch) -> None:
-    """Issue 13: with each frame stored once the Fast preset's 2^20 replay needs about 9.4 GB
+    """Issue 13: with each frame stored once the Fast preset's 2^20 replay needs about 9.3 GB
     (59 GB with two stacks per transition), so a host with 22 GB free takes it."""
     monkeypatch.setattr(config, "available_memory_bytes", lambda: 22 * GB)
     cfg = compose(["agent=rainbow_fast"])
     assert cfg.replay.capacity == 2**20
     monkeypatch.setattr(config, "available_memory_bytes", lambda: 8 * GB)
-    with pytest.raises(ConfigError, match=r"replay.capacity=1048576 needs about 9.4 GB"):
+    with pytest.raises(ConfigError, match=r"replay.capacity=1048576 needs about 9.3 GB"):
         compose(["agent=rainbow_fast"])
 
 
@@ -166,7 +166,7 @@ def test_replay_memory_refused_on_this_machine() -> None:
     need = 20_000_000 * replay_bytes_per_transition(4)
     if need <= 0.9 * available:
         pytest.skip(f"this machine has {available / GB:.0f} GB free: 20M transitions fit")
-    with pytest.raises(ConfigError, match=r"replay.capacity=20000000 needs about 179 GB"):
+    with pytest.raises(ConfigError, match=r"replay.capacity=20000000 needs about 178 GB"):
         compose(["replay.capacity=20000000"])
 
 

@@ -109,6 +109,6 @@ def test_fast_profile_replay_is_about_10_gb() -> None:
     from ife_platform.rainbow.replay import FRAME_BYTES, replay_bytes, replay_bytes_per_transition
 
     per_slot = replay_bytes_per_transition(4, capacity=1 << 20, num_envs=64, n_step=3)
-    scalars = 2 * 4 * 8 + 24 + 1.25 * 8 + 16  # frame ids, action..index, ring refs, trees
+    scalars = 3 * 8 + 24 + 1.25 * 8 + 16  # frame refs, action..index, ring serials, trees
     assert per_slot <= 1.25 * FRAME_BYTES + scalars
     assert 9.0e9 < replay_bytes(1 << 20, 4, 64, 3) < 10.0e9

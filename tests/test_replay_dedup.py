@@ -57,7 +57,9 @@ class _Pair:
     def __init__(self, num_envs: int, capacity: int, n: int, ring_size: int | None = None):
         ring = ring_size or frame_ring_size(capacity, num_envs, n, S)
         self.old = _buffer(GatherTensorStorage(capacity))
-        self.new = _buffer(FrameStackStorage(capacity, frame_stack=S, ring_size=ring))
+        self.new = _buffer(
+            FrameStackStorage(capacity, frame_stack=S, num_envs=num_envs, ring_size=ring)
+        )
         self.old_acc = NStepAccumulator(num_envs, n, 0.99)
         self.new_acc = FrameNStepAccumulator(num_envs, n, 0.99, self.new.storage, verify=True)
 
@@ -129,8 +131,8 @@ class _ToyEnvs:
 
 def test_two_envs_with_a_reset_zero_frames_by_hand() -> None:
     """Env 0 ends its episode after its 2nd step; env 1 plays on. n = 1, so each step emits
-    one transition per env: its frame ids show which frames are zeros."""
-    storage = FrameStackStorage(16, frame_stack=S, ring_size=64)
+    one transition per env: [env, first frame of obs, first frame of next_obs]."""
+    storage = FrameStackStorage(16, frame_stack=S, num_envs=2, ring_size=64)
     acc = FrameNStepAccumulator(2, 1, 0.9, storage, verify=True)
     envs = _ToyEnvs(2)
     dones = [[False, False], [True, False], [False, False]]
@@ -139,17 +141,19 @@ def test_two_envs_with_a_reset_zero_frames_by_hand() -> None:
         obs, nxt = envs.step(d)
         done = torch.tensor(d)[:, None]
         out.append(acc.push(obs, torch.zeros(2, 1), torch.ones(2, 1), done, done, nxt))
-    # Pushed frame ids, in order: step 0: the reset frames of env 0 and env 1 (ids 0, 1), then
-    # the new frames (2: env 0, 3: env 1); step 1: new frames 4 (env 0, final), 5 (env 1);
-    # step 2: env 0's reset frame 6, then new frames 7 (env 0) and 8 (env 1).
-    ids = [o["frames"].tolist() for o in out]
-    assert ids[0] == [[-1, -1, -1, 0, -1, -1, 0, 2], [-1, -1, -1, 1, -1, -1, 1, 3]]
-    assert ids[1] == [[-1, -1, 0, 2, -1, 0, 2, 4], [-1, -1, 1, 3, -1, 1, 3, 5]]
-    # env 0 restarted: only its new first frame (6) is not zero; env 1's stack goes on
-    assert ids[2] == [[-1, -1, -1, 6, -1, -1, 6, 7], [-1, 1, 3, 5, 1, 3, 5, 8]]
-    # the frames themselves: env 0 showed values 1, 2, 3 (final) then reset 4, 5
-    assert [int(storage.frames[i, 0, 0]) for i in (0, 2, 4, 6, 7)] == [1, 2, 3, 4, 5]
-    assert int(storage.frames[storage.ring_size].max()) == 0  # the zero row
+    # Each env's frames, by id: 0-3 its reset stack (three zeros, first frame), 4 the new
+    # frame of step 0, 5 that of step 1 (env 0: its final frame); env 0 restarts at step 2:
+    # 6-9 its new reset stack, 10 the new frame of step 2. Env 1 goes on: 6 at step 2.
+    refs = [o["frames"].tolist() for o in out]
+    assert refs[0] == [[0, 0, 1], [1, 0, 1]]
+    assert refs[1] == [[0, 1, 2], [1, 1, 2]]
+    assert refs[2] == [[0, 6, 7], [1, 2, 3]]
+    # the frames themselves: env 0 showed values 1, 2, 3 (final), then reset 4, then 5
+    env0 = storage.frames[storage.rows(torch.tensor(0), torch.arange(11)), 0, 0].tolist()
+    assert env0 == [0, 0, 0, 1, 2, 3, 0, 0, 0, 4, 5]
+    env1 = storage.frames[storage.rows(torch.tensor(1), torch.arange(7)), 0, 0].tolist()
+    assert env1 == [0, 0, 0, 11, 12, 13, 14]
+    assert storage.frame_count.tolist() == [11, 7]
 
 
 def test_toy_stream_with_one_step_episodes_grows_the_ring_and_stays_exact() -> None:
@@ -242,7 +246,9 @@ def test_real_games_sample_bit_identical_batches(
     # snapshot round trip: a fresh buffer loads it and samples the same batches
     path = tmp_path / "replay.pt"
     save_replay(pair.new, path)
-    fresh = _buffer(FrameStackStorage(capacity, frame_stack=S, ring_size=ring), seed=99)
+    fresh = _buffer(
+        FrameStackStorage(capacity, frame_stack=S, num_envs=num_envs, ring_size=ring), seed=99
+    )
     load_replay(fresh, path)
     for _ in range(3):
         _assert_same(pair.new.sample(), fresh.sample())

@@ -49,7 +49,7 @@ def bench_replay(
 
     ``frame_bytes_per_transition`` (the ring of unique frames) is read against the issue-13
     target of 1.25 frames per transition (``limit_bytes``); ``overhead_bytes`` is everything
-    else per slot (frame ids, scalars, reference serials).
+    else per slot (frame references, scalars, reference serials).
 
     Builds a :class:`RainbowTask` (DER profile), its stream (env, collector, n-step
     accumulator, replay: ``build_stream`` / ``build_replay``), collects ``transitions`` agent

@@ -3,33 +3,35 @@
 Today's stacks overlap: with a 4-frame stack, ``obs`` of step t+1 holds three frames of ``obs``
 of step t, and the n-step successor ``next_obs`` is ``obs`` of a later step. Storing both
 stacks per transition takes 8 frames per slot (56,472 bytes); the frames are in fact new at
-the rate of one per agent step, plus one per episode (its first frame).
+the rate of one per agent step, plus one stack per episode (its reset observation).
 
 Layout (issue 13, item 3):
 
 - :class:`FrameStackStorage` is a TorchRL storage (``GatherTensorStorage``) of transitions with
-  a **frame ring** beside it: one global ring ``[R + 1, 84, 84]`` uint8 of frames in push order
-  (row ``R`` stays zero), each frame named by a global id (``id % R`` is its row). A
-  transition stores ``frames``: the ids of its ``obs`` stack and of its ``next_obs`` stack,
-  ``[2 * frame_stack]`` int64, with ``-1`` for the zero frames before an episode's first
-  frame. ``get`` rebuilds both stacks with one ``index_select`` each on the flat ring.
+  a **frame ring** beside it: one block of rows per env, ``[N * (R_e + S - 1), 84, 84]`` uint8,
+  each env's frames in push order (frame ``i`` of env ``e`` in row ``e * (R_e + S - 1) +
+  i % R_e``; the last ``S - 1`` rows of a block repeat its first ``S - 1``). A stack is then
+  ``S`` adjacent rows, and a transition stores ``frames`` = ``[env, first frame of obs, first
+  frame of next_obs]`` (int64). ``get`` reads whole stacks with one ``index_select`` each on an
+  overlapping strided view of the ring (row r of the view = rows r .. r + S - 1).
 - :class:`FrameNStepAccumulator` sits where :class:`~ife_platform.rainbow.nstep.NStepAccumulator`
-  sat. Per env it keeps the ids of the current stack; each vector step it pushes the new frame
-  of every env (the last frame of ``next_obs``, also for ``final_obs`` at the end of a game)
-  and, for envs whose observation starts an episode, the non-zero frames of that reset stack
-  (ale-py's reset stack is three zero frames and the first frame). The id stacks then go
-  through an unchanged ``NStepAccumulator``, so the n-step windows, returns, discounts and the
-  order of the emitted transitions are the old ones by construction.
+  sat. Each vector step it pushes, per env, the last frame of ``next_obs`` (also ``final_obs``
+  at the end of a game) and, for an env whose observation starts an episode, that whole reset
+  stack first (ale-py's is three zero frames and the first frame), so every stack an env ever
+  shows is ``S`` consecutive frames of its block. Life losses do not reset the stack. The
+  (env, first frame) pairs then go through an unchanged ``NStepAccumulator``, so the n-step
+  windows, returns, discounts and the order of the emitted transitions are the old ones by
+  construction.
 
-Frame lifetime. The ring overwrites its oldest frames first, like the transition ring
+Frame lifetime. Each block overwrites its oldest frames first, like the transition ring
 (TorchRL's round-robin writer). A frame must outlive every stored transition that references
 it and every stack the accumulator still holds (open windows and current stacks: frames of the
 last ``n + frame_stack`` vector steps). Each ring row records the write serial of the newest
 stored transition that references it; a push that would overwrite a row still referenced by
-a stored transition (serial within the last ``capacity`` writes) or a frame of the protected
-recent steps grows the ring instead (logged: only episodes a few steps long need it). The
-default ring, :func:`frame_ring_size`, is ``capacity`` frames plus a quarter (the room for
-episode-first frames and the n-step lookahead), i.e. at most 1.25 frames per transition.
+a stored transition (serial within the last ``capacity`` writes) or a protected recent frame
+grows every block instead (logged: only episodes of a few steps need it). The default ring,
+:func:`~ife_platform.rainbow.replay.frame_ring_size`, is ``capacity`` frames plus a quarter
+(room for the reset stacks and the lookahead), i.e. 1.25 frames per transition.
 """
 
 from __future__ import annotations
@@ -49,22 +51,25 @@ log = logging.getLogger(__name__)
 
 __all__ = ["FrameNStepAccumulator", "FrameStackStorage", "frame_ring_size"]
 
-#: The frame ids key a transition stores (obs ids, then next_obs ids).
+#: The key a transition stores its frames under: ``[env, first id of obs, first id of next_obs]``.
 FRAMES_KEY = "frames"
 
 
 class FrameStackStorage(GatherTensorStorage):
-    """Transitions of frame ids plus a ring of unique frames; reads rebuild the stacks.
+    """Transitions of frame references plus per-env rings of unique frames.
 
-    Stored per transition: ``frames`` (int64 ``[2 * frame_stack]``) and the scalars the
-    accumulator emits (``action``, ``reward``, ``discount``; TorchRL adds ``index``). Read
-    batches carry ``obs`` and ``next_obs`` (uint8 ``[..., frame_stack, 84, 84]``) instead of
-    ``frames``, bit-identical to the stacks the env produced.
+    Stored per transition: ``frames`` (int64 ``[3]``: env, id of the first frame of ``obs``,
+    id of the first frame of ``next_obs``) and the scalars the accumulator emits (``action``,
+    ``reward``, ``discount``; TorchRL adds ``index``). Read batches carry ``obs`` and
+    ``next_obs`` (uint8 ``[..., frame_stack, 84, 84]``) instead of ``frames``, bit-identical to
+    the stacks the env produced.
 
     Args:
         max_size: transition capacity (``replay.capacity``).
-        frame_stack: frames per stack.
-        ring_size: frame ring rows; :func:`frame_ring_size` for the training config.
+        frame_stack: frames per stack (S).
+        num_envs: envs feeding the replay (one block of the ring each).
+        ring_size: frame ring rows over all envs (mirror rows included);
+            :func:`~ife_platform.rainbow.replay.frame_ring_size` for the training config.
         frame_shape: shape of one frame.
     """
 
@@ -73,113 +78,158 @@ class FrameStackStorage(GatherTensorStorage):
         max_size: int,
         *,
         frame_stack: int = 4,
+        num_envs: int = 1,
         ring_size: int | None = None,
         frame_shape: tuple[int, int] = (84, 84),
     ) -> None:
         super().__init__(max_size)
         self.frame_stack = int(frame_stack)
+        self.num_envs = int(num_envs)
         self.frame_shape = tuple(frame_shape)
-        self.ring_size = int(ring_size if ring_size is not None else max_size + max_size // 4 - 1)
-        self.frame_count = 0  # frames pushed so far; the next frame's id
+        total = int(ring_size if ring_size is not None else max_size + max_size // 4)
+        self.env_rows = max(total // self.num_envs - (self.frame_stack - 1), self.frame_stack)
+        self.frame_count = torch.zeros(self.num_envs, dtype=torch.int64)  # next id per env
         self._written = 0  # transitions written so far; the next transition's serial
-        self._frames: Tensor | None = None  # [R + 1, H, W] uint8, row R zero
-        self._ref: Tensor | None = None  # [R] int64: newest serial referencing the row
+        self._frames: Tensor | None = None  # [N * block, H, W] uint8
+        self._ref: Tensor | None = None  # [N * block] int64: newest serial referencing the row
 
-    # -- frames --------------------------------------------------------------------------
+    @property
+    def block(self) -> int:
+        """Rows per env: ``env_rows`` plus ``frame_stack - 1`` mirror rows."""
+        return self.env_rows + self.frame_stack - 1
+
+    @property
+    def ring_size(self) -> int:
+        """Frame ring rows over all envs (mirror rows included)."""
+        return self.num_envs * self.block
+
     @property
     def frames(self) -> Tensor | None:
-        """The frame ring ``[ring_size + 1, H, W]`` (last row all zeros), or None before use."""
+        """The frame ring ``[ring_size, H, W]``, or None before the first frame."""
         return self._frames
 
+    # -- frames --------------------------------------------------------------------------
     def _allocate(self, dtype: torch.dtype) -> None:
-        self._frames = torch.empty((self.ring_size + 1, *self.frame_shape), dtype=dtype)
-        self._frames[self.ring_size].zero_()
+        self._frames = torch.zeros((self.ring_size, *self.frame_shape), dtype=dtype)
         self._ref = torch.full((self.ring_size,), -1, dtype=torch.int64)
 
-    def _live_ids(self, lo: int, hi: int) -> Tensor:
-        """Which of the frames with ids ``lo .. hi-1`` a stored transition still references."""
-        assert self._ref is not None
-        pos = torch.arange(lo, hi) % self.ring_size
-        return self._ref[pos] >= self._written - self.max_size
+    def rows(self, env: Tensor, ids: Tensor) -> Tensor:
+        """Ring rows of frames ``ids`` of envs ``env`` (broadcast)."""
+        return env * self.block + ids % self.env_rows
 
-    def add_frames(self, frames: Tensor, protect_from: int) -> Tensor:
-        """Append frames to the ring; returns their ids.
+    def add_frames(self, env: Tensor, frames: Tensor, protect_from: Tensor) -> Tensor:
+        """Append frames to the envs' rings; returns their ids (per env, consecutive).
 
         Args:
+            env: ``[K]`` env of each frame; frames of one env are appended in this order.
             frames: ``[K, H, W]`` new frames.
-            protect_from: frames with ids ``>= protect_from`` must survive this push (the
-                accumulator's open windows and current stacks use them).
+            protect_from: ``[N]``: frames of env e with ids ``>= protect_from[e]`` must
+                survive this push (the accumulator's open windows and current stacks).
 
         Returns:
-            int64 ids ``[K]`` (consecutive).
+            int64 ids ``[K]``.
         """
-        k = int(frames.shape[0])
         if self._frames is None:
             self._allocate(frames.dtype)
-        start = self.frame_count
-        lo, hi = max(0, start - self.ring_size), start + k - self.ring_size  # ids overwritten
-        if hi > lo and (hi > protect_from or bool(self._live_ids(lo, hi).any())):
-            self._grow(k, protect_from)
+        onehot = torch.nn.functional.one_hot(env, self.num_envs)  # [K, N]
+        rank = (onehot.cumsum(0) - 1).gather(1, env[:, None]).squeeze(1)
+        ids = self.frame_count[env] + rank
+        old = ids - self.env_rows  # the frames these writes replace
+        if bool((old >= 0).any()):
+            assert self._ref is not None
+            live = (self._ref[self.rows(env, ids)] >= self._written - self.max_size) | (
+                old >= protect_from[env]
+            )
+            if bool((live & (old >= 0)).any()):
+                self._grow(env, ids, protect_from)
         assert self._frames is not None and self._ref is not None
-        size, first = self.ring_size, start % self.ring_size
-        head = min(k, size - first)
-        self._frames[first : first + head].copy_(frames[:head])
-        self._ref[first : first + head] = -1
-        if head < k:
-            self._frames[: k - head].copy_(frames[head:])
-            self._ref[: k - head] = -1
-        self.frame_count += k
-        return torch.arange(start, start + k)
+        rows = self.rows(env, ids)
+        self._frames[rows] = frames
+        self._ref[rows] = -1
+        mirror = ids % self.env_rows < self.frame_stack - 1
+        if bool(mirror.any()):
+            self._frames[rows[mirror] + self.env_rows] = frames[mirror]
+        self.frame_count += onehot.sum(0)
+        return ids
 
-    def _grow(self, k: int, protect_from: int) -> None:
-        """Enlarge the ring so that pushing ``k`` frames overwrites no live frame."""
+    def _grow(self, env: Tensor, ids: Tensor, protect_from: Tensor) -> None:
+        """Enlarge every env's block so that writing ``ids`` overwrites no live frame."""
         assert self._frames is not None and self._ref is not None
-        oldest = min(protect_from, self.frame_count)
+        oldest = torch.minimum(protect_from, self.frame_count)
         n = len(self)
         if n:
-            ids = self._storage[FRAMES_KEY][:n]
-            valid = ids[ids >= 0]
-            if valid.numel():
-                oldest = min(oldest, int(valid.min()))
-        need = self.frame_count + k - oldest
-        old_size = self.ring_size
-        new_size = max(old_size + old_size // 2, need + need // 4)
+            stored = self._storage[FRAMES_KEY][:n]
+            oldest = oldest.scatter_reduce(0, stored[:, 0], stored[:, 1], reduce="amin")
+        newest = self.frame_count.scatter_reduce(0, env, ids + 1, reduce="amax")
+        need = int((newest - oldest).max())
+        old_rows, old_block = self.env_rows, self.block
+        new_rows = max(old_rows + old_rows // 2, need + need // 4 + self.frame_stack)
         log.warning(
-            "replay frame ring grows from %d to %d frames (episodes of a few steps need more "
-            "than 1.25 frames per transition)",
-            old_size,
-            new_size,
+            "replay frame ring grows from %d to %d frames per env (episodes of a few steps "
+            "need more than 1.25 frames per transition)",
+            old_rows,
+            new_rows,
         )
-        frames = torch.empty((new_size + 1, *self.frame_shape), dtype=self._frames.dtype)
-        frames[new_size].zero_()
-        ref = torch.full((new_size,), -1, dtype=torch.int64)
-        ids = torch.arange(max(0, self.frame_count - old_size), self.frame_count)
-        frames[ids % new_size] = self._frames[ids % old_size]
-        ref[ids % new_size] = self._ref[ids % old_size]
-        self._frames, self._ref, self.ring_size = frames, ref, new_size
+        self.env_rows = new_rows
+        frames = torch.zeros((self.ring_size, *self.frame_shape), dtype=self._frames.dtype)
+        ref = torch.full((self.ring_size,), -1, dtype=torch.int64)
+        for e in range(self.num_envs):
+            count = int(self.frame_count[e])
+            kept = torch.arange(max(0, count - old_rows), count)
+            src = e * old_block + kept % old_rows
+            dst = self.rows(torch.tensor(e), kept)
+            frames[dst] = self._frames[src]
+            ref[dst] = self._ref[src]
+            base = e * self.block
+            frames[base + new_rows : base + self.block] = frames[base : base + self.frame_stack - 1]
+        self._frames, self._ref = frames, ref
 
-    def gather_frames(self, ids: Tensor) -> Tensor:
-        """Frames of ``ids`` (any shape; ``-1`` gives a zero frame): ``[*ids.shape, H, W]``."""
+    def gather_stacks(self, env: Tensor, first: Tensor) -> Tensor:
+        """Stacks of ``frame_stack`` frames starting at frame ``first`` of env ``env``.
+
+        Args:
+            env: int64 ``[B]``.
+            first: int64 ``[B]``, the id of each stack's oldest frame.
+
+        Returns:
+            uint8 ``[B, frame_stack, H, W]``, gathered with one ``index_select``.
+        """
         assert self._frames is not None
-        flat = ids.reshape(-1)
-        pos = torch.where(flat < 0, self.ring_size, flat % self.ring_size)
-        return self._frames.index_select(0, pos).view(*ids.shape, *self.frame_shape)
+        ring, s = self._frames, self.frame_stack
+        h, w = self.frame_shape
+        view = ring.as_strided((ring.shape[0] - s + 1, s, h, w), (h * w, h * w, w, 1))
+        return view.index_select(0, self.rows(env, first))
 
     # -- TorchRL storage -----------------------------------------------------------------
     def set(self, cursor: Any, data: Any, *, set_cursor: bool = True) -> None:  # noqa: D102
         if not is_tensor_collection(data) or FRAMES_KEY not in data.keys():
             raise TypeError(
-                "FrameStackStorage stores frame ids ('frames', from FrameNStepAccumulator.push), "
-                "not stacked observations"
+                "FrameStackStorage stores frame references ('frames', from "
+                "FrameNStepAccumulator.push), not stacked observations"
             )
-        ids = data[FRAMES_KEY].reshape(-1, 2 * self.frame_stack)
-        m = ids.shape[0]
+        refs = data[FRAMES_KEY].reshape(-1, 3)
+        m = refs.shape[0]
         if m and self._ref is not None:
-            serial = torch.arange(self._written, self._written + m).unsqueeze(1).expand_as(ids)
-            valid = ids >= 0
-            self._ref.scatter_reduce_(0, ids[valid] % self.ring_size, serial[valid], reduce="amax")
+            offsets = torch.arange(self.frame_stack)
+            env = refs[:, :1]
+            rows = torch.cat(
+                [
+                    self.rows(env, refs[:, 1:2] + offsets),
+                    self.rows(env, refs[:, 2:3] + offsets),
+                ],
+                dim=1,
+            )  # [M, 2S]
+            serial = torch.arange(self._written, self._written + m).unsqueeze(1).expand_as(rows)
+            self._ref.scatter_reduce_(0, rows.reshape(-1), serial.reshape(-1), reduce="amax")
         self._written += m
         super().set(cursor, data, set_cursor=set_cursor)
+
+    def _stacks(self, refs: Tensor) -> tuple[Tensor, Tensor]:
+        """``obs`` and ``next_obs`` of transitions with ``frames`` ``refs`` ``[..., 3]``."""
+        flat = refs.reshape(-1, 3)
+        env, first, nxt = flat[:, 0], flat[:, 1], flat[:, 2]
+        shape = (*refs.shape[:-1], self.frame_stack, *self.frame_shape)
+        return self.gather_stacks(env, first).view(shape), self.gather_stacks(env, nxt).view(shape)
 
     def get(self, index: Any) -> Any:  # noqa: D102
         stored = self._storage
@@ -189,26 +239,20 @@ class FrameStackStorage(GatherTensorStorage):
             and index.dtype == torch.long
             and self.initialized
             and isinstance(stored, TensorDict)
-            and not stored.is_locked
         ):  # the sampling path: one index_select per key, one TensorDict built unchecked
-            s = self.frame_stack
             out = {
                 k: v.index_select(0, index)
                 for k, v in stored.items()
                 if k != FRAMES_KEY and isinstance(v, torch.Tensor)
             }
             if len(out) + 1 == len(stored.keys()):  # flat storage: every leaf taken
-                ids = stored.get(FRAMES_KEY).index_select(0, index)
-                out["obs"] = self.gather_frames(ids[:, :s])
-                out["next_obs"] = self.gather_frames(ids[:, s:])
+                refs = stored.get(FRAMES_KEY).index_select(0, index)
+                out["obs"], out["next_obs"] = self._stacks(refs)
                 return TensorDict._new_unsafe(out, batch_size=index.shape)
         data = super().get(index)
         if not is_tensor_collection(data) or FRAMES_KEY not in data.keys():
             return data
-        ids = data.get(FRAMES_KEY)
-        s = self.frame_stack
-        obs = self.gather_frames(ids[..., :s])
-        next_obs = self.gather_frames(ids[..., s:])
+        obs, next_obs = self._stacks(data.get(FRAMES_KEY))
         out = data.exclude(FRAMES_KEY)
         out.set("obs", obs)
         out.set("next_obs", next_obs)
@@ -216,7 +260,7 @@ class FrameStackStorage(GatherTensorStorage):
 
     def _empty(self) -> None:
         super()._empty()
-        self.frame_count = 0
+        self.frame_count = torch.zeros(self.num_envs, dtype=torch.int64)
         self._written = 0
         self._frames = None
         self._ref = None
@@ -224,34 +268,30 @@ class FrameStackStorage(GatherTensorStorage):
     def state_dict(self) -> dict[str, Any]:  # noqa: D102
         state = super().state_dict()
         state["frame_ring"] = {
-            "frames": None if self._frames is None else self._frames[: self.ring_size],
+            "frames": self._frames,
             "ref": self._ref,
-            "ring_size": self.ring_size,
-            "frame_count": self.frame_count,
+            "env_rows": self.env_rows,
+            "frame_count": self.frame_count.clone(),
             "written": self._written,
+            "num_envs": self.num_envs,
             "frame_stack": self.frame_stack,
         }
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
         ring = state_dict["frame_ring"]
-        if int(ring["frame_stack"]) != self.frame_stack:
-            raise ValueError(
-                f"frame_stack {ring['frame_stack']} in the state, this storage has "
-                f"{self.frame_stack}"
-            )
+        for key in ("frame_stack", "num_envs"):
+            if int(ring[key]) != getattr(self, key):
+                raise ValueError(
+                    f"the replay state has {key}={ring[key]}, this storage {getattr(self, key)}"
+                )
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "frame_ring"})
-        self.ring_size = int(ring["ring_size"])
-        self.frame_count = int(ring["frame_count"])
+        self.env_rows = int(ring["env_rows"])
+        self.frame_count = ring["frame_count"].clone()
         self._written = int(ring["written"])
-        if ring["frames"] is None:
-            self._frames = self._ref = None
-            return
-        frames = ring["frames"]
-        self._frames = torch.empty((self.ring_size + 1, *frames.shape[1:]), dtype=frames.dtype)
-        self._frames[: self.ring_size].copy_(frames)
-        self._frames[self.ring_size].zero_()
-        self._ref = ring["ref"].clone()
+        frames, ref = ring["frames"], ring["ref"]
+        self._frames = None if frames is None else frames.clone()
+        self._ref = None if ref is None else ref.clone()
 
     def nbytes(self) -> int:
         """Bytes held: transition tensors plus the frame ring and its reference serials."""
@@ -264,20 +304,20 @@ class FrameStackStorage(GatherTensorStorage):
 
 
 class FrameNStepAccumulator:
-    """N-step transitions whose observations are frame ids in a :class:`FrameStackStorage`.
+    """N-step transitions whose observations are frame references in a :class:`FrameStackStorage`.
 
     Same interface and same transitions (in the same order) as
     :class:`~ife_platform.rainbow.nstep.NStepAccumulator`, except that ``push`` writes the new
-    frames of the batch into ``storage``'s ring and returns ``frames`` (int64
-    ``[M, 2 * frame_stack]``: the ids of ``obs`` then of ``next_obs``) instead of the stacks.
+    frames of the batch into ``storage``'s ring and returns ``frames`` (int64 ``[M, 3]``: env,
+    first frame id of ``obs``, first frame id of ``next_obs``) instead of the stacks.
 
-    Per env it keeps the ids of the current observation stack. An observation after a
-    ``done`` (or the first one) starts an episode: its non-zero frames are pushed and its zero
-    frames get id ``-1``. Every step then pushes the last frame of ``next_obs`` (also the
-    ``final_obs`` of a finished game) and shifts the stack; life losses do not reset it.
+    Per env it keeps the id of the oldest frame of the current stack. An observation after a
+    ``done`` (or the first one) starts an episode: its whole stack is pushed. Every step then
+    pushes the last frame of ``next_obs`` (also the ``final_obs`` of a finished game): the next
+    stack starts one frame later. Life losses do not reset the stack.
 
     Args:
-        num_envs: N, the number of parallel envs (fixed).
+        num_envs: N, the number of parallel envs (fixed; ``storage.num_envs``).
         n: number of steps (>= 1).
         gamma: discount factor.
         storage: the replay's storage, whose ring receives the frames.
@@ -293,15 +333,17 @@ class FrameNStepAccumulator:
         *,
         verify: bool = False,
     ) -> None:
+        if storage.num_envs != num_envs:
+            raise ValueError(f"the storage has {storage.num_envs} env blocks, not {num_envs}")
         self.inner = NStepAccumulator(num_envs, n, gamma)
         self.num_envs, self.n, self.gamma = num_envs, n, gamma
         self.storage = storage
         self.verify = verify
-        s = storage.frame_stack
-        self._cur = torch.full((num_envs, s), -1, dtype=torch.int64)  # ids of current stacks
+        self._env = torch.arange(num_envs)
+        self._cur = torch.zeros(num_envs, dtype=torch.int64)  # first frame id of each stack
         self._start = torch.ones(num_envs, dtype=torch.bool)  # next obs starts an episode
-        # first frame id pushed at each of the last n + frame_stack + 1 steps (protected)
-        self._recent: deque[int] = deque(maxlen=n + s + 1)
+        # each env's frame count at each of the last n + frame_stack + 1 steps (protected)
+        self._recent: deque[Tensor] = deque(maxlen=n + storage.frame_stack + 1)
 
     def reset(self) -> None:
         """Drop all open windows; the next observation of every env starts an episode."""
@@ -314,25 +356,22 @@ class FrameNStepAccumulator:
         return self.inner.num_pending
 
     def _step_ids(self, obs: Tensor, next_obs: Tensor) -> tuple[Tensor, Tensor]:
-        """Push the new frames of one vector step; ids of its obs and next_obs stacks."""
+        """Push the new frames of one vector step; first frame ids of its obs / next_obs."""
+        s = self.storage.frame_stack
         starting = self._start.nonzero().squeeze(1)
-        head: Tensor | None = None
-        nonzero: Tensor | None = None
-        if starting.numel():
-            stacks = obs.index_select(0, starting)  # [k, S, H, W]
-            nonzero = stacks.flatten(2).amax(-1) > 0  # [k, S]: frames that are not all zeros
-            head = stacks[nonzero]  # [K, H, W], env-major
-        new = next_obs[:, -1]  # [N, H, W]
-        frames = new if head is None else torch.cat([head, new])
-        self._recent.append(self.storage.frame_count)
-        ids = self.storage.add_frames(frames, protect_from=self._recent[0])
-        cur = self._cur  # never written in place: it is also the last step's next_obs ids
-        if head is not None and nonzero is not None:
-            block = torch.full(nonzero.shape, -1, dtype=torch.int64)
-            block[nonzero] = ids[: head.shape[0]]
+        k = starting.numel()
+        self._recent.append(self.storage.frame_count.clone())
+        if k:
+            env = torch.cat([starting.repeat_interleave(s), self._env])
+            frames = torch.cat([obs.index_select(0, starting).flatten(0, 1), next_obs[:, -1]])
+        else:
+            env, frames = self._env, next_obs[:, -1]
+        ids = self.storage.add_frames(env, frames, protect_from=self._recent[0])
+        cur = self._cur  # never written in place: it is also the last step's next_obs start
+        if k:
             cur = cur.clone()
-            cur[starting] = block
-        self._cur = torch.cat([cur[:, 1:], ids[-self.num_envs :, None]], dim=1)
+            cur[starting] = ids[: k * s : s]
+        self._cur = cur + 1
         return cur, self._cur
 
     def push(
@@ -350,31 +389,42 @@ class FrameNStepAccumulator:
             (``obs`` / ``next_obs`` uint8 ``[N, T, frame_stack, H, W]``).
 
         Returns:
-            TensorDict with batch size [M] and keys ``frames`` [M, 2 * frame_stack] (ids of
-            ``obs`` then ``next_obs``), ``action``, ``reward`` (n-step return) and
+            TensorDict with batch size [M] and keys ``frames`` [M, 3] (env, first frame of
+            ``obs``, first frame of ``next_obs``), ``action``, ``reward`` (n-step return) and
             ``discount``, in the order ``NStepAccumulator`` emits them.
         """
         n_env, t_len = obs.shape[0], obs.shape[1]
         if n_env != self.num_envs:
             raise ValueError(f"expected {self.num_envs} envs, got obs of shape {tuple(obs.shape)}")
         done_b = done.reshape(n_env, t_len).bool()
-        obs_ids, next_ids = [], []
+        env = self._env[:, None].expand(n_env, t_len)
+        firsts, nexts = [], []
         for t in range(t_len):
-            o, nx = self._step_ids(obs[:, t], next_obs[:, t])
-            obs_ids.append(o)
-            next_ids.append(nx)
+            first, nxt = self._step_ids(obs[:, t], next_obs[:, t])
+            firsts.append(first)
+            nexts.append(nxt)
             self._start = done_b[:, t].clone()
-        obs_id = torch.stack(obs_ids, 1)  # [N, T, S]
-        next_id = torch.stack(next_ids, 1)
+        first_id = torch.stack(firsts, 1)  # [N, T]
+        next_id = torch.stack(nexts, 1)
         if self.verify:
-            if not torch.equal(self.storage.gather_frames(obs_id), obs):
+            shape = obs.shape
+            rebuilt = self.storage.gather_stacks(env.reshape(-1), first_id.reshape(-1))
+            if not torch.equal(rebuilt.view(shape), obs):
                 raise AssertionError("an obs stack differs from the frames stored for it")
-            if not torch.equal(self.storage.gather_frames(next_id), next_obs):
+            rebuilt = self.storage.gather_stacks(env.reshape(-1), next_id.reshape(-1))
+            if not torch.equal(rebuilt.view(shape), next_obs):
                 raise AssertionError("a next_obs stack differs from the frames stored for it")
-        out = self.inner.push(obs_id, action, reward, terminal, done, next_id)
+        out = self.inner.push(
+            torch.stack([env, first_id], -1),
+            action,
+            reward,
+            terminal,
+            done,
+            torch.stack([env, next_id], -1),
+        )
         return TensorDict(
             {
-                FRAMES_KEY: torch.cat([out["obs"], out["next_obs"]], dim=1),
+                FRAMES_KEY: torch.cat([out["obs"], out["next_obs"][:, 1:]], dim=1),
                 "action": out["action"],
                 "reward": out["reward"],
                 "discount": out["discount"],

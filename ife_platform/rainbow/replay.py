@@ -38,9 +38,12 @@ FRAME_BYTES = 84 * 84
 
 #: What one stored transition holds besides its frames (the keys
 #: ``FrameNStepAccumulator.push`` returns, plus the ``index`` TorchRL's buffer adds), in bytes:
-#: ``action`` int64, ``reward`` float32, ``discount`` float32, ``index`` int64. The frame ids
-#: (``frames``, int64, ``2 * frame_stack`` of them) come on top: :func:`replay_bytes`.
+#: ``action`` int64, ``reward`` float32, ``discount`` float32, ``index`` int64. The frame refs
+#: (``frames``: :data:`FRAME_REFS_BYTES`) come on top: :func:`replay_bytes`.
 SCALAR_BYTES = {"action": 8, "reward": 4, "discount": 4, "index": 8}
+
+#: A transition's frame references: env, first frame of ``obs``, first frame of ``next_obs``.
+FRAME_REFS_BYTES = 3 * 8
 
 #: Per frame-ring row besides the frame: the int64 serial of the newest transition using it.
 FRAME_REF_BYTES = 8
@@ -51,12 +54,12 @@ SAMPLER_BYTES = 16
 
 
 def frame_ring_size(capacity: int, num_envs: int, n_step: int, frame_stack: int) -> int:
-    """Frames the ring holds for a replay of ``capacity`` transitions.
+    """Frame rows the replay's ring holds for ``capacity`` transitions (all envs together).
 
     ``capacity`` frames (one new frame per transition) plus ``capacity // 4`` of room for the
-    first frame of every episode and the frames of the last ``n_step + frame_stack`` vector
-    steps that open windows still need (for small replays at least twice that lookahead),
-    less the ring's zero row: with it, the ring takes 1.25 frames per transition.
+    reset stack of every episode, the ``frame_stack - 1`` mirror rows per env and the frames of
+    the last ``n_step + frame_stack`` vector steps that open windows still need (for small
+    replays at least twice that lookahead): 1.25 frames per transition.
 
     Args:
         capacity: ``replay.capacity`` (transitions).
@@ -65,10 +68,18 @@ def frame_ring_size(capacity: int, num_envs: int, n_step: int, frame_stack: int)
         frame_stack: ``env.frame_stack``.
 
     Returns:
-        Ring rows (frames), besides the one zero row.
+        Ring rows; :class:`~ife_platform.rainbow.dedup.FrameStackStorage` rounds them down to
+        a multiple of ``num_envs`` (one block per env).
     """
-    lookahead = 2 * num_envs * (n_step + frame_stack + 1)
-    return capacity + max(capacity // 4, lookahead) - 1  # + the zero row: 1.25 x capacity
+    lookahead = 2 * num_envs * (n_step + 2 * frame_stack)
+    return capacity + max(capacity // 4, lookahead)
+
+
+def frame_ring_rows(capacity: int, num_envs: int, n_step: int, frame_stack: int) -> int:
+    """Rows ``FrameStackStorage`` allocates for :func:`frame_ring_size` (whole env blocks)."""
+    total = frame_ring_size(capacity, num_envs, n_step, frame_stack)
+    env_rows = max(total // num_envs - (frame_stack - 1), frame_stack)
+    return num_envs * (env_rows + frame_stack - 1)
 
 
 def replay_bytes(capacity: int, frame_stack: int, num_envs: int, n_step: int) -> int:
@@ -76,9 +87,9 @@ def replay_bytes(capacity: int, frame_stack: int, num_envs: int, n_step: int) ->
 
     The storage (:class:`~ife_platform.rainbow.dedup.FrameStackStorage`, filled by
     :class:`~ife_platform.rainbow.dedup.FrameNStepAccumulator`) keeps every frame once in a
-    ring of :func:`frame_ring_size` rows (plus one zero row), each
-    with an int64 reference serial; per transition it keeps the ``2 * frame_stack`` int64 frame
-    ids of ``obs`` and ``next_obs`` and the scalars of :data:`SCALAR_BYTES`; the sampler adds
+    ring of :func:`frame_ring_rows` rows, each with an int64 reference serial; per transition
+    it keeps its frame references (``frames``: env and the first frame of ``obs`` and of
+    ``next_obs``, 3 int64) and the scalars of :data:`SCALAR_BYTES`; the sampler adds
     :data:`SAMPLER_BYTES` per transition. ``tests/test_replay.py`` checks this against a real
     buffer, so the number follows the storage.
 
@@ -89,11 +100,11 @@ def replay_bytes(capacity: int, frame_stack: int, num_envs: int, n_step: int) ->
         n_step: ``agent.n_step``.
 
     Returns:
-        Bytes: about 8,934 per transition for 4 stacked frames and a large capacity.
+        Bytes: about 8,894 per transition for a large capacity.
     """
-    ring = frame_ring_size(capacity, num_envs, n_step, frame_stack)
-    per_slot = 2 * frame_stack * 8 + sum(SCALAR_BYTES.values()) + SAMPLER_BYTES
-    return (ring + 1) * FRAME_BYTES + ring * FRAME_REF_BYTES + capacity * per_slot
+    rows = frame_ring_rows(capacity, num_envs, n_step, frame_stack)
+    per_slot = FRAME_REFS_BYTES + sum(SCALAR_BYTES.values()) + SAMPLER_BYTES
+    return rows * (FRAME_BYTES + FRAME_REF_BYTES) + capacity * per_slot
 
 
 def replay_bytes_per_transition(
@@ -102,7 +113,7 @@ def replay_bytes_per_transition(
     """:func:`replay_bytes` divided by the capacity (defaults: the Fast profile's replay).
 
     Returns:
-        Bytes per transition slot: 8,934 for 4 stacked frames and the defaults (the
+        Bytes per transition slot: 8,894 for 4 stacked frames and the defaults (the
         frame-duplicating layout before issue 13 took 56,488).
     """
     return replay_bytes(capacity, frame_stack, num_envs, n_step) / capacity

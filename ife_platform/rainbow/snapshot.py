@@ -5,7 +5,7 @@ TorchRL's ``ReplayBuffer.dumps`` / ``loads`` round-trip a prefetch queue through
 snapshot here is one ``torch.save`` file of plain tensors and numbers, loaded with
 ``weights_only=True``: the storage's tensors and length (version 2: the frame ring of
 :class:`~ife_platform.rainbow.dedup.FrameStackStorage`, its cursors and the per-transition
-frame ids, about 1/6 of version 1's two stacks per transition), the writer's cursor, the
+frame references, about 1/6 of version 1's two stacks per transition), the writer's cursor, the
 sampler's priorities (the segment trees' leaves; the trees themselves are C++ objects) and the
 sampling generator's state.
 """
@@ -21,7 +21,7 @@ import torch
 from ife_platform.checkpoint import CheckpointError, atomic_save
 
 #: Bumped when the layout changes; older snapshots are refused with a clear message.
-#: 1: stacked obs / next_obs per transition; 2: frame ring + frame ids (issue 13).
+#: 1: stacked obs / next_obs per transition; 2: per-env frame ring + frame references (issue 13).
 SNAPSHOT_VERSION = 2
 
 
