@@ -264,3 +264,16 @@ def test_snapshot_of_the_stacked_layout_is_refused(tmp_path: Path) -> None:
     rb = _buffer(FrameStackStorage(8, frame_stack=S))
     with pytest.raises(CheckpointError, match="layout version 1"):
         load_replay(rb, path)
+
+
+def test_snapshot_of_another_env_count_is_refused(tmp_path: Path) -> None:
+    pair = _Pair(2, 16, n=1)
+    envs = _ToyEnvs(2)
+    for _ in range(6):
+        obs, nxt = envs.step([False, False])
+        done = torch.zeros(2, 1, dtype=torch.bool)
+        pair.push(obs, torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1), done, done, nxt)
+    save_replay(pair.new, tmp_path / "two.pt")
+    other = _buffer(FrameStackStorage(16, frame_stack=S, num_envs=3))
+    with pytest.raises(CheckpointError, match="num_envs=2"):
+        load_replay(other, tmp_path / "two.pt")

@@ -90,7 +90,10 @@ def load_replay(buffer: Any, path: str | Path) -> None:
             f"{path} was saved with replay.capacity={capacity}, this run has "
             f"{buffer._storage.max_size}"
         )
-    buffer._storage.load_state_dict(state["storage"])
+    try:
+        buffer._storage.load_state_dict(state["storage"])
+    except (KeyError, ValueError) as err:  # another frame stack / env count, or no frame ring
+        raise CheckpointError(f"{path} does not fit this run's replay: {err}") from err
     buffer._writer.load_state_dict(state["writer"])
     idx = np.arange(n)
     p = state["priorities"]
