@@ -1,10 +1,12 @@
 """``replay.sample()`` time: stacked storage (before issue 13) against the frame-deduplicated one.
 
-Both prioritized buffers are filled with the same synthetic stream (4 envs, random 84x84
-frames, ale-py-like stacks, an episode end now and then), then sampled in interleaved rounds
-(old, new, old, new, ...) with the same generator seed; medians per batch size are printed.
+Both prioritized buffers are filled with the same synthetic stream (``--envs`` envs, random
+84x84 frames, ale-py-like stacks, an episode end now and then; push + extend timed per vector
+step, interleaved, over the second half of the fill when the rings wrap), then sampled in
+interleaved rounds (old, new, old, new, ...) with the same generator seed; medians are printed.
 
     .venv/bin/python scripts/bench_replay_sample.py [--capacity 20000] [--rounds 200]
+        [--threads 1] [--envs 4]
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ def main() -> None:
     p.add_argument("--capacity", type=int, default=20_000)
     p.add_argument("--rounds", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--envs", type=int, default=4)
     opts = p.parse_args()
     torch.set_num_threads(opts.threads)
-    n_env, n, stack, cap = 4, 3, 4, opts.capacity
+    n_env, n, stack, cap = opts.envs, 3, 4, opts.capacity
     old_st = GatherTensorStorage(cap)
     new_st = FrameStackStorage(
         cap, frame_stack=stack, num_envs=n_env, ring_size=frame_ring_size(cap, n_env, n, 4)
@@ -53,7 +56,9 @@ def main() -> None:
     g = torch.Generator().manual_seed(1)
     stacks = torch.zeros(n_env, stack, 84, 84, dtype=torch.uint8)
     stacks[:, -1] = torch.randint(0, 256, (n_env, 84, 84), dtype=torch.uint8, generator=g)
-    for _ in range(cap // n_env + 10):
+    store_times: dict[str, list[float]] = {"stacked": [], "dedup": []}
+    steps = 2 * (cap // n_env) + 10  # the second half runs on full, wrapping rings
+    for step in range(steps):
         frame = torch.randint(0, 256, (n_env, 1, 84, 84), dtype=torch.uint8, generator=g)
         nxt = torch.cat([stacks[:, 1:], frame], 1)
         done = torch.rand(n_env, generator=g) < 0.005
@@ -65,17 +70,26 @@ def main() -> None:
             done[:, None],
             nxt[:, None],
         )
-        a, b = old_acc.push(*args), new_acc.push(*args)
-        if a.batch_size[0]:
-            old_rb.extend(a)
-            new_rb.extend(b)
+        paths = [("stacked", old_acc, old_rb), ("dedup", new_acc, new_rb)]
+        for name, acc, rb in paths if step % 2 else paths[::-1]:  # push + extend, interleaved
+            t0 = time.perf_counter()
+            ready = acc.push(*args)
+            if ready.batch_size[0]:
+                rb.extend(ready)
+            if step >= steps // 2:
+                store_times[name].append(time.perf_counter() - t0)
         stacks = nxt.clone()
         if done.any():
             stacks[done] = 0
             stacks[done, -1] = torch.randint(
                 0, 256, (int(done.sum()), 84, 84), dtype=torch.uint8, generator=g
             )
-    print(f"capacity {cap}, stored {len(old_st)}, threads {opts.threads}")
+    print(f"capacity {cap}, stored {len(old_st)}, envs {n_env}, threads {opts.threads}")
+    med = {k: statistics.median(v) * 1e3 for k, v in store_times.items()}
+    print(
+        f"push + extend per vector step: stacked {med['stacked']:.3f} ms, "
+        f"dedup {med['dedup']:.3f} ms (dedup / stacked {med['dedup'] / med['stacked']:.2f})"
+    )
     for size in (32, 512):
         times: dict[str, list[float]] = {"stacked": [], "dedup": []}
         for _ in range(opts.rounds):
