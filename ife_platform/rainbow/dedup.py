@@ -137,9 +137,9 @@ class FrameStackStorage(GatherTensorStorage):
         old = ids - self.env_rows  # the frames these writes replace
         if bool((old >= 0).any()):
             assert self._ref is not None
-            live = (self._ref[self.rows(env, ids)] >= self._written - self.max_size) | (
-                old >= protect_from[env]
-            )
+            ref = self._ref[self.rows(env, ids)]  # -1: no stored transition referenced it
+            stored = (ref >= 0) & (ref >= self._written - self.max_size)
+            live = stored | (old >= protect_from[env])
             if bool((live & (old >= 0)).any()):
                 self._grow(env, ids, protect_from)
         assert self._frames is not None and self._ref is not None
