@@ -771,7 +771,7 @@ def _gb(n: float) -> str:
 
 def _check_replay_memory(cfg: DictConfig) -> None:
     """Refuse a replay (all ranks of this host) that cannot fit in the available memory."""
-    from ife_platform.rainbow.replay import estimate_replay_bytes, replay_bytes_per_transition
+    from ife_platform.rainbow.replay import estimate_replay_bytes, replay_bytes
 
     available = available_memory_bytes()
     if available is None:
@@ -780,13 +780,22 @@ def _check_replay_memory(cfg: DictConfig) -> None:
     if need <= MEMORY_HEADROOM * available:
         return
     ranks = int(cfg.trainer.devices)
-    per_slot = replay_bytes_per_transition(int(cfg.env.frame_stack))
-    most = int(MEMORY_HEADROOM * available // (per_slot * ranks))
+    capacity = int(cfg.replay.capacity)
+    shape = (int(cfg.env.frame_stack), int(cfg.env.num_envs), int(cfg.agent.n_step))
+    per_slot = round(need / (ranks * capacity))
+
+    def fits(c: int) -> bool:
+        return replay_bytes(c, *shape) * ranks <= MEMORY_HEADROOM * available
+
+    lo, hi = 0, capacity  # the largest capacity that fits (bytes grow with the capacity)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
     raise ConfigError(
-        f"replay.capacity={cfg.replay.capacity} needs about {_gb(need)} GB of host memory for "
-        f"the replay ({per_slot} bytes per transition x {cfg.replay.capacity} transitions x "
+        f"replay.capacity={capacity} needs about {_gb(need)} GB of host memory for "
+        f"the replay ({per_slot} bytes per transition x {capacity} transitions x "
         f"{ranks} rank(s) on this host, trainer.devices={ranks}), this machine has "
-        f"{_gb(available)} GB available; lower replay.capacity (must be <= {most} here)"
+        f"{_gb(available)} GB available; lower replay.capacity (must be <= {lo} here)"
     )
 
 

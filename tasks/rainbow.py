@@ -5,9 +5,12 @@ The data path, in order (one place each):
 1. ``AtariVecEnv`` (ale-py native vector env) steps ``env.num_envs`` games;
 2. a TorchRL ``Collector`` runs the :class:`~ife_platform.rainbow.agent.Actor` on it and yields
    ``[num_envs, T]`` batches;
-3. :class:`~ife_platform.rainbow.nstep.NStepAccumulator` turns them into n-step transitions
-   (sign-clipped rewards, life loss terminal for learning when the protocol says so);
-4. a TorchRL ``TensorDictPrioritizedReplayBuffer`` (uint8 observations) stores them;
+3. :class:`~ife_platform.rainbow.dedup.FrameNStepAccumulator` turns them into n-step
+   transitions (sign-clipped rewards, life loss terminal for learning when the protocol says
+   so), writing every new frame once into the replay's frame ring;
+4. a TorchRL ``TensorDictPrioritizedReplayBuffer`` over a
+   :class:`~ife_platform.rainbow.dedup.FrameStackStorage` stores them (frame references per
+   transition; sampled batches rebuild the uint8 ``obs`` / ``next_obs`` stacks);
 5. :class:`ReplayStream` is the "dataloader": it interleaves collection and sampling, yielding
    ``updates_per_step`` batches per collected agent step once ``learning_starts`` is reached;
 6. :meth:`RainbowTask.training_step` (manual optimisation) computes the loss, steps Adam,
@@ -41,13 +44,9 @@ from ife_platform.extractors.base import mask_entropy
 from ife_platform.optim import make_adam
 from ife_platform.precision import autocast_dtype
 from ife_platform.rainbow.agent import Actor, QNetwork, build_q_network, linear_schedule
+from ife_platform.rainbow.dedup import FrameNStepAccumulator, FrameStackStorage, frame_ring_size
 from ife_platform.rainbow.losses import categorical_double_q_loss, huber_double_q_loss
-from ife_platform.rainbow.nstep import NStepAccumulator
-from ife_platform.rainbow.replay import (
-    GatherTensorStorage,
-    importance_weights,
-    priority_quantiles,
-)
+from ife_platform.rainbow.replay import importance_weights, priority_quantiles
 from ife_platform.rainbow.snapshot import load_replay, save_replay, snapshot_name
 from ife_platform.seeding import TORCH_SEED_BITS, fold_seed
 
@@ -148,7 +147,7 @@ class ReplayStream:
         self,
         task: RainbowTask,
         collector: Collector,
-        accumulator: NStepAccumulator,
+        accumulator: FrameNStepAccumulator,
         replay: TensorDictPrioritizedReplayBuffer,
     ) -> None:
         self.task = task
@@ -260,14 +259,17 @@ class RainbowTask(AgentTask):
 
     # -- data --------------------------------------------------------------------------------
     def build_replay(self) -> TensorDictPrioritizedReplayBuffer:
-        """Prioritized replay over a lazily allocated tensor storage (uint8 pixels stay uint8)."""
-        r = self.cfg.replay
+        """Prioritized replay over a frame-deduplicated storage (each uint8 frame stored once)."""
+        r, e = self.cfg.replay, self.cfg.env
+        ring = frame_ring_size(r.capacity, e.num_envs, self.cfg.agent.n_step, e.frame_stack)
         return TensorDictPrioritizedReplayBuffer(
             alpha=r.alpha,
             beta=r.beta_start,
             eps=r.priority_eps,
             priority_key="td_error",
-            storage=GatherTensorStorage(r.capacity),
+            storage=FrameStackStorage(
+                r.capacity, frame_stack=e.frame_stack, num_envs=e.num_envs, ring_size=ring
+            ),
             batch_size=self.cfg.agent.batch_size,
             generator=torch.Generator().manual_seed(
                 fold_seed(self.cfg.seed + 7919 * self.global_rank, TORCH_SEED_BITS)
@@ -300,8 +302,11 @@ class RainbowTask(AgentTask):
             auto_register_policy_transforms=False,  # the actor is stateless: no InitTracker
             **COLLECTOR_KWARGS,
         )
-        accumulator = NStepAccumulator(e.num_envs, self.cfg.agent.n_step, self.cfg.agent.gamma)
-        return ReplayStream(self, collector, accumulator, self.replay or self.build_replay())
+        replay = self.replay or self.build_replay()
+        accumulator = FrameNStepAccumulator(
+            e.num_envs, self.cfg.agent.n_step, self.cfg.agent.gamma, replay.storage
+        )
+        return ReplayStream(self, collector, accumulator, replay)
 
     replay: TensorDictPrioritizedReplayBuffer | None = None
 

@@ -15,27 +15,35 @@ from torchrl.collectors import Collector
 
 from ife_platform import bench
 from ife_platform.envs import AtariVecEnv
+from ife_platform.rainbow.replay import frame_ring_rows
 
 
 def _positive(x: float) -> bool:
     return math.isfinite(x) and x > 0
 
 
-def test_replay_bytes_per_transition_is_pixels_plus_exact_overhead() -> None:
+def test_replay_bytes_per_transition_is_the_frame_ring_plus_exact_overhead() -> None:
+    """Issue 13: the ring of unique frames takes 1.25 frames per slot (the target), the rest
+    is the frame ids, the scalars and the ring's reference serials, from their dtypes."""
     out = bench.bench_replay(transitions=40, capacity=64)
     assert out["capacity"] == 64
     assert 0 < out["stored"] <= 40
-    assert out["dtypes"]["obs"] == out["dtypes"]["next_obs"] == "uint8"
+    assert out["dtypes"]["frame_ring"] == "uint8" and out["dtypes"]["frames"] == "int64"
     per_key = out["per_key_bytes_per_transition"]
-    assert per_key["obs"] == per_key["next_obs"] == 4 * 84 * 84
-    # Everything else, from the dtypes of the stored scalars: action int64, reward and discount
-    # float32, plus whatever TorchRL adds (its "index" int64); nothing else is stored per slot.
+    assert "obs" not in per_key and "next_obs" not in per_key  # no stacks are stored
+    rows = frame_ring_rows(64, 1, 3, 4)  # DER profile: 1 env, 3-step (the bench's override)
+    assert per_key["frame_ring"] == rows * 84 * 84 / 64
+    assert per_key["frame_ring_ref"] == rows * 8 / 64
+    assert per_key["frames"] == 3 * 8  # env, first frame of obs, first frame of next_obs
     sizes = {"int64": 8, "float32": 4, "uint8": 1, "bool": 1, "int32": 4}
-    overhead = sum(sizes[out["dtypes"][k]] for k in per_key if k not in ("obs", "next_obs"))
-    assert {"action", "reward", "discount"} <= set(per_key)
-    assert out["bytes_per_transition"] == bench.PIXEL_BYTES_PER_TRANSITION + overhead
+    scalars = [k for k in per_key if k not in ("frame_ring", "frame_ring_ref", "frames")]
+    assert {"action", "reward", "discount"} <= set(scalars)
+    overhead = sum(sizes[out["dtypes"][k]] for k in scalars) + 24 + rows * 8 / 64
+    assert out["bytes_per_transition"] == per_key["frame_ring"] + overhead
     assert out["overhead_bytes"] == overhead
     assert out["total_bytes"] == out["bytes_per_transition"] * 64
+    # at large capacities the ring is exactly 1.25 frames per slot: the issue's target
+    assert frame_ring_rows(1 << 20, 64, 3, 4) == 1.25 * (1 << 20)
 
 
 def test_storage_bytes_counts_every_stored_tensor() -> None:
@@ -96,7 +104,8 @@ def test_main_writes_json(tmp_path) -> None:
     assert bench.main(["--sections", "replay", "--json", str(path)]) == 0
     data = json.loads(path.read_text())
     assert data["machine"]["torch_threads"] >= 1
-    assert data["replay"]["bytes_per_transition"] >= bench.PIXEL_BYTES_PER_TRANSITION
+    assert data["replay"]["bytes_per_transition"] >= bench.DEDUP_FRAME_BYTES_PER_TRANSITION
+    assert data["replay"]["within_limit"] is True  # 1,000 slots: 1.25 frames per slot
 
 
 class _SeededRandomActor:

@@ -19,7 +19,7 @@ def test_defaults_are_the_der_profile() -> None:
     assert cfg.replay.capacity == 100_000 and cfg.train.total_steps == 100_000
 
 
-def test_fast_profile_values(roomy_host) -> None:  # its replay needs 59 GB
+def test_fast_profile_values(roomy_host) -> None:  # its replay needs 9.3 GB
     cfg = compose(["agent=rainbow_fast"])
     assert cfg.agent.name == "rainbow_fast"
     assert cfg.env.num_envs == 64 and cfg.agent.batch_size == 512 and cfg.agent.n_step == 3
@@ -41,7 +41,7 @@ def test_layer_order_overrides_win() -> None:
 def test_every_shipped_preset_composes(roomy_host) -> None:
     """Every preset composes alone, and with every agent it applies to; with the others the
     refusal names the family or the extractor (not a traceback). On a host with room for the
-    Fast-Rainbow preset's 59 GB replay (test_config_domains checks the refusal on a small one)."""
+    Fast-Rainbow preset's 9.3 GB replay (test_config_domains checks the refusal on a small one)."""
     for name in available_presets("experiment"):
         compose([name])
     assert set(available_presets("agent")) == set(agent_names())

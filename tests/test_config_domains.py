@@ -14,7 +14,7 @@ from conftest import ife_command, subprocess_env
 
 from ife_platform import config
 from ife_platform.config import DOMAINS, ConfigError, at_least, compose
-from ife_platform.rainbow.replay import replay_bytes_per_transition
+from ife_platform.rainbow.replay import replay_bytes, replay_bytes_per_transition
 
 GB = 10**9
 
@@ -134,16 +134,30 @@ def test_replay_memory_refused_with_the_numbers(monkeypatch) -> None:
     with pytest.raises(ConfigError) as err:
         compose(["replay.capacity=20000000"])
     msg = str(err.value)
-    assert "replay.capacity=20000000 needs about 1130 GB" in msg, msg
+    assert "replay.capacity=20000000 needs about 178 GB" in msg, msg
     assert "this machine has 22 GB available" in msg and "lower replay.capacity" in msg
-    most = int(0.9 * 22 * GB // replay_bytes_per_transition(4))
-    assert f"must be <= {most} here" in msg
-    compose([f"replay.capacity={most}"])  # the largest that fits is accepted
+    most = int(re.search(r"must be <= (\d+) here", msg).group(1))
+    cfg = compose([f"replay.capacity={most}"])  # the largest that fits is accepted
+    shape = (4, cfg.env.num_envs, cfg.agent.n_step)
+    assert replay_bytes(most, *shape) <= 0.9 * 22 * GB < replay_bytes(most + 1, *shape)
+    with pytest.raises(ConfigError):
+        compose([f"replay.capacity={most + 1}"])
     # every rank on the host has its own buffer
     with pytest.raises(ConfigError, match="2 rank"):
         compose([f"replay.capacity={most}", "trainer.devices=2", "trainer.strategy=ddp"])
-    # fewer stacked frames, smaller transitions
-    assert replay_bytes_per_transition(1) < replay_bytes_per_transition(4)
+    # frames are stored once: the stack depth no longer multiplies the bytes
+    assert replay_bytes_per_transition(1) == replay_bytes_per_transition(4)
+
+
+def test_fast_profile_replay_fits_a_24_gb_host(monkeypatch) -> None:
+    """Issue 13: with each frame stored once the Fast preset's 2^20 replay needs about 9.3 GB
+    (59 GB with two stacks per transition), so a host with 22 GB free takes it."""
+    monkeypatch.setattr(config, "available_memory_bytes", lambda: 22 * GB)
+    cfg = compose(["agent=rainbow_fast"])
+    assert cfg.replay.capacity == 2**20
+    monkeypatch.setattr(config, "available_memory_bytes", lambda: 8 * GB)
+    with pytest.raises(ConfigError, match=r"replay.capacity=1048576 needs about 9.3 GB"):
+        compose(["agent=rainbow_fast"])
 
 
 def test_replay_memory_refused_on_this_machine() -> None:
@@ -152,7 +166,7 @@ def test_replay_memory_refused_on_this_machine() -> None:
     need = 20_000_000 * replay_bytes_per_transition(4)
     if need <= 0.9 * available:
         pytest.skip(f"this machine has {available / GB:.0f} GB free: 20M transitions fit")
-    with pytest.raises(ConfigError, match=r"replay.capacity=20000000 needs about 1130 GB"):
+    with pytest.raises(ConfigError, match=r"replay.capacity=20000000 needs about 178 GB"):
         compose(["replay.capacity=20000000"])
 
 

@@ -63,28 +63,29 @@ def test_other_index_forms_still_work() -> None:
     assert rb[2:5]["action"].tolist() == [2, 3, 4]
 
 
-@pytest.mark.parametrize("frame_stack", [1, 4])
-def test_memory_estimate_matches_a_real_buffer(frame_stack: int) -> None:
-    """``replay_bytes_per_transition`` (the config's host-memory check) is what the task's
-    buffer stores per slot, filled through the n-step accumulator as in training, plus the
-    sampler's priority trees."""
+@pytest.mark.parametrize(("frame_stack", "capacity"), [(1, 32), (4, 32), (4, 400)])
+def test_memory_estimate_matches_a_real_buffer(frame_stack: int, capacity: int) -> None:
+    """``replay_bytes`` (the config's host-memory check) is what the task's buffer holds when
+    filled through its own accumulator as in training (transition tensors plus the frame
+    ring), plus the sampler's priority trees."""
     from ife_platform.tasks.rainbow import RainbowTask
 
     from ife_platform.config import compose
-    from ife_platform.rainbow.nstep import NStepAccumulator
-    from ife_platform.rainbow.replay import SAMPLER_BYTES, replay_bytes_per_transition
+    from ife_platform.rainbow.dedup import FrameNStepAccumulator
+    from ife_platform.rainbow.replay import SAMPLER_BYTES, estimate_replay_bytes, replay_bytes
 
-    capacity = 32
     cfg = compose(
         [
             "model.extractor=der_cnn",
             f"env.frame_stack={frame_stack}",
             f"replay.capacity={capacity}",
             "agent.batch_size=4",
+            "agent.n_step=3",
+            "env.num_envs=2",
         ]
     )
     replay = RainbowTask(cfg).build_replay()
-    acc = NStepAccumulator(num_envs=2, n=3, gamma=0.99)
+    acc = FrameNStepAccumulator(num_envs=2, n=3, gamma=0.99, storage=replay.storage)
     g = torch.Generator().manual_seed(0)
     obs = torch.randint(0, 256, (2, 8, frame_stack, 84, 84), dtype=torch.uint8, generator=g)
     ready = acc.push(
@@ -96,6 +97,18 @@ def test_memory_estimate_matches_a_real_buffer(frame_stack: int) -> None:
         obs,
     )
     replay.extend(ready)
-    stored = replay.storage._storage  # the lazily allocated tensors, [capacity, ...] each
-    per_slot = sum(t.nbytes for t in stored.values(True, True)) // capacity
-    assert per_slot == replay_bytes_per_transition(frame_stack) - SAMPLER_BYTES
+    held = replay.storage.nbytes()  # lazily allocated transition tensors + frame ring
+    expected = replay_bytes(capacity, frame_stack, num_envs=2, n_step=3)
+    assert held == expected - SAMPLER_BYTES * capacity
+    assert estimate_replay_bytes(cfg) == expected
+
+
+def test_fast_profile_replay_is_about_10_gb() -> None:
+    """Issue 13's target: at most 1.25 frames per transition plus scalars; 2^20 slots of the
+    Fast profile (64 envs, 3-step, 4 frames) in about 10 GB (56,488 B per slot before)."""
+    from ife_platform.rainbow.replay import FRAME_BYTES, replay_bytes, replay_bytes_per_transition
+
+    per_slot = replay_bytes_per_transition(4, capacity=1 << 20, num_envs=64, n_step=3)
+    scalars = 3 * 8 + 24 + 1.25 * 8 + 16  # frame refs, action..index, ring serials, trees
+    assert per_slot <= 1.25 * FRAME_BYTES + scalars
+    assert 9.0e9 < replay_bytes(1 << 20, 4, 64, 3) < 10.0e9

@@ -350,7 +350,7 @@ BUDGET = [
     ],
 )
 def test_shipped_presets_run_a_few_steps(workdir: Path, preset: str) -> None:
-    # Only the budget is shrunk (and the 2^20 Fast-Rainbow buffer, 59 GB at full size).
+    # Only the budget is shrunk (and the 2^20 Fast-Rainbow buffer, 9.3 GB at full size).
     cfg = compose([preset, *BUDGET, *tracking_args(workdir)])
     task = train(cfg).task
     assert task.env_steps == 256

@@ -12,7 +12,8 @@ Three measurements, each run in one process on one machine so that the ratios ar
    uint8 ring-buffer replay with uniform sampling. Both sides include env stepping, acting,
    replay insertion, sampling and the update.
 3. **Replay bytes per transition**: the replay built as ``RainbowTask.build_replay`` does,
-   filled through the training data path, measured from its storage tensors.
+   filled through the training data path, measured from its storage tensors (the
+   frame-deduplicated storage: transition tensors plus its frame ring).
 
 Measurements of the two sides of a comparison are interleaved (A, B, A, B, ...) and medians
 reported, which cancels most of the drift of a shared, noisy machine.
@@ -28,6 +29,7 @@ from __future__ import annotations
 from ife_platform.bench.actors import bench_actors
 from ife_platform.bench.command import main
 from ife_platform.bench.common import (
+    DEDUP_FRAME_BYTES_PER_TRANSITION,
     ENV_RATIO_TARGET,
     LEARNER_RATIO_TARGET,
     PIXEL_BYTES_PER_TRANSITION,
@@ -53,6 +55,7 @@ from ife_platform.bench.replay import bench_replay, storage_bytes
 from ife_platform.bench.report import format_report
 
 __all__ = [
+    "DEDUP_FRAME_BYTES_PER_TRANSITION",
     "ENV_RATIO_TARGET",
     "LEARNER_RATIO_TARGET",
     "PIXEL_BYTES_PER_TRANSITION",

@@ -16,8 +16,13 @@ from typing import Any
 
 from ife_platform.seeding import TORCH_SEED_BITS, ale_env_seeds, fold_seed
 
-#: uint8 obs + next_obs of one transition, [4, 84, 84] each: the replay's floor.
+#: uint8 obs + next_obs of one transition, [4, 84, 84] each: what the replay took per slot
+#: before frame deduplication (issue 13), kept as the reference the savings are read against.
 PIXEL_BYTES_PER_TRANSITION = 2 * 4 * 84 * 84
+
+#: The frame-deduplicated replay's target (issue 13): at most 1.25 84x84 frames per transition,
+#: plus the scalars.
+DEDUP_FRAME_BYTES_PER_TRANSITION = 1.25 * 84 * 84
 
 ENV_RATIO_TARGET = 0.8
 LEARNER_RATIO_TARGET = 0.9

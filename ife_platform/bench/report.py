@@ -139,8 +139,10 @@ def format_report(results: dict[str, Any]) -> str:
             lines.append(f"  {k:40s} {v:>10,.0f}  {rep['dtypes'][k]}")
         lines += [
             f"  {'total':40s} {rep['bytes_per_transition']:>10,.0f}",
-            f"  {'limit 2*4*84*84 (uint8 obs + next_obs)':40s} {rep['limit_bytes']:>10,}"
-            f"  overhead {rep['overhead_bytes']:,.0f} B",
+            f"  {'frame ring / limit 1.25*84*84':40s} "
+            f"{rep['frame_bytes_per_transition']:>10,.0f} / {rep['limit_bytes']:,.0f}"
+            f"  other {rep['overhead_bytes']:,.0f} B"
+            f"  (stacked obs + next_obs took {rep['stacked_bytes_per_transition']:,})",
         ]
     lines += [
         "",

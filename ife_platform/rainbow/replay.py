@@ -33,50 +33,112 @@ class GatherTensorStorage(LazyTensorStorage):
         return super().get(index)
 
 
-#: Bytes of one stacked 84x84 uint8 observation per stacked frame.
+#: Bytes of one 84x84 uint8 frame.
 FRAME_BYTES = 84 * 84
 
-#: What one stored transition holds besides its two observations (the keys
-#: ``NStepAccumulator.push`` returns, plus the ``index`` TorchRL's buffer adds), in bytes:
-#: ``action`` int64, ``reward`` float32, ``discount`` float32, ``index`` int64.
+#: What one stored transition holds besides its frames (the keys
+#: ``FrameNStepAccumulator.push`` returns, plus the ``index`` TorchRL's buffer adds), in bytes:
+#: ``action`` int64, ``reward`` float32, ``discount`` float32, ``index`` int64. The frame refs
+#: (``frames``: :data:`FRAME_REFS_BYTES`) come on top: :func:`replay_bytes`.
 SCALAR_BYTES = {"action": 8, "reward": 4, "discount": 4, "index": 8}
+
+#: A transition's frame references: env, first frame of ``obs``, first frame of ``next_obs``.
+FRAME_REFS_BYTES = 3 * 8
+
+#: Per frame-ring row besides the frame: the int64 serial of the newest transition using it.
+FRAME_REF_BYTES = 8
 
 #: TorchRL's ``PrioritizedSampler`` keeps a float32 sum tree and a float32 min tree, each
 #: with up to 2 nodes per slot: at most 16 bytes per slot besides the storage.
 SAMPLER_BYTES = 16
 
 
-def replay_bytes_per_transition(frame_stack: int) -> int:
-    """Host bytes one slot of the Rainbow replay takes (storage plus priority trees).
+def frame_ring_size(capacity: int, num_envs: int, n_step: int, frame_stack: int) -> int:
+    """Frame rows the replay's ring holds for ``capacity`` transitions (all envs together).
 
-    The storage (``GatherTensorStorage``, filled by ``NStepAccumulator``) keeps ``obs`` and
-    ``next_obs`` as uint8 stacks of ``frame_stack`` 84x84 frames each, and the scalars of
-    :data:`SCALAR_BYTES`; the sampler adds :data:`SAMPLER_BYTES`. ``tests/test_replay.py``
-    checks this against a real buffer, so the number follows the storage.
+    ``capacity`` frames (one new frame per transition) plus ``capacity // 4`` of room for the
+    reset stack of every episode, the ``frame_stack - 1`` mirror rows per env and the frames of
+    the last ``n_step + frame_stack`` vector steps that open windows still need (for small
+    replays at least twice that lookahead): 1.25 frames per transition.
 
     Args:
+        capacity: ``replay.capacity`` (transitions).
+        num_envs: ``env.num_envs``.
+        n_step: ``agent.n_step``.
         frame_stack: ``env.frame_stack``.
 
     Returns:
-        Bytes per slot: 56,488 for 4 stacked frames.
+        Ring rows; :class:`~ife_platform.rainbow.dedup.FrameStackStorage` rounds them down to
+        a multiple of ``num_envs`` (one block per env).
     """
-    return 2 * frame_stack * FRAME_BYTES + sum(SCALAR_BYTES.values()) + SAMPLER_BYTES
+    lookahead = 2 * num_envs * (n_step + 2 * frame_stack)
+    return capacity + max(capacity // 4, lookahead)
+
+
+def frame_ring_rows(capacity: int, num_envs: int, n_step: int, frame_stack: int) -> int:
+    """Rows ``FrameStackStorage`` allocates for :func:`frame_ring_size` (whole env blocks)."""
+    total = frame_ring_size(capacity, num_envs, n_step, frame_stack)
+    env_rows = max(total // num_envs - (frame_stack - 1), frame_stack)
+    return num_envs * (env_rows + frame_stack - 1)
+
+
+def replay_bytes(capacity: int, frame_stack: int, num_envs: int, n_step: int) -> int:
+    """Host bytes the Rainbow replay of one rank takes when full (storage plus priority trees).
+
+    The storage (:class:`~ife_platform.rainbow.dedup.FrameStackStorage`, filled by
+    :class:`~ife_platform.rainbow.dedup.FrameNStepAccumulator`) keeps every frame once in a
+    ring of :func:`frame_ring_rows` rows, each with an int64 reference serial; per transition
+    it keeps its frame references (``frames``: env and the first frame of ``obs`` and of
+    ``next_obs``, 3 int64) and the scalars of :data:`SCALAR_BYTES`; the sampler adds
+    :data:`SAMPLER_BYTES` per transition. ``tests/test_replay.py`` checks this against a real
+    buffer, so the number follows the storage.
+
+    Args:
+        capacity: ``replay.capacity``.
+        frame_stack: ``env.frame_stack``.
+        num_envs: ``env.num_envs``.
+        n_step: ``agent.n_step``.
+
+    Returns:
+        Bytes: about 8,894 per transition for a large capacity.
+    """
+    rows = frame_ring_rows(capacity, num_envs, n_step, frame_stack)
+    per_slot = FRAME_REFS_BYTES + sum(SCALAR_BYTES.values()) + SAMPLER_BYTES
+    return rows * (FRAME_BYTES + FRAME_REF_BYTES) + capacity * per_slot
+
+
+def replay_bytes_per_transition(
+    frame_stack: int, capacity: int = 1 << 20, num_envs: int = 64, n_step: int = 3
+) -> float:
+    """:func:`replay_bytes` divided by the capacity (defaults: the Fast profile's replay).
+
+    Returns:
+        Bytes per transition slot: 8,894 for 4 stacked frames and the defaults (the
+        frame-duplicating layout before issue 13 took 56,488).
+    """
+    return replay_bytes(capacity, frame_stack, num_envs, n_step) / capacity
 
 
 def estimate_replay_bytes(cfg: Any) -> int:
     """Host memory the replay buffers of one machine take when full.
 
     Every rank on the host (``trainer.devices``) fills its own buffer of ``replay.capacity``
-    slots (the storage allocates all of them up front).
+    slots; the estimate counts the frame ring and the slots in full (they are allocated on
+    the first write).
 
     Args:
         cfg: A Rainbow-family experiment config (``replay.capacity``, ``env.frame_stack``,
-            ``trainer.devices``).
+            ``env.num_envs``, ``agent.n_step``, ``trainer.devices``).
 
     Returns:
         Bytes, summed over the host's ranks.
     """
-    per_rank = replay_bytes_per_transition(int(cfg.env.frame_stack)) * int(cfg.replay.capacity)
+    per_rank = replay_bytes(
+        int(cfg.replay.capacity),
+        int(cfg.env.frame_stack),
+        int(cfg.env.num_envs),
+        int(cfg.agent.n_step),
+    )
     return per_rank * int(cfg.trainer.devices)
 
 

@@ -3,9 +3,11 @@
 TorchRL's ``ReplayBuffer.dumps`` / ``loads`` round-trip a prefetch queue through ``pickle``
 (``prefetch.pkl``), so loading a folder someone else wrote can run their code (issue 12). A
 snapshot here is one ``torch.save`` file of plain tensors and numbers, loaded with
-``weights_only=True``: the storage's tensors and length, the writer's cursor, the sampler's
-priorities (the segment trees' leaves; the trees themselves are C++ objects) and the sampling
-generator's state.
+``weights_only=True``: the storage's tensors and length (version 2: the frame ring of
+:class:`~ife_platform.rainbow.dedup.FrameStackStorage`, its cursors and the per-transition
+frame references, about 1/6 of version 1's two stacks per transition), the writer's cursor, the
+sampler's priorities (the segment trees' leaves; the trees themselves are C++ objects) and the
+sampling generator's state.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import torch
 from ife_platform.checkpoint import CheckpointError, atomic_save
 
 #: Bumped when the layout changes; older snapshots are refused with a clear message.
-SNAPSHOT_VERSION = 1
+#: 1: stacked obs / next_obs per transition; 2: per-env frame ring + frame references (issue 13).
+SNAPSHOT_VERSION = 2
 
 
 def snapshot_name(rank: int, env_steps: int) -> str:
@@ -65,8 +68,14 @@ def load_replay(buffer: Any, path: str | Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"cannot read the replay snapshot {path}: {err}") from err
-    if not isinstance(state, dict) or state.get("version") != SNAPSHOT_VERSION:
-        raise CheckpointError(f"{path} is not a replay snapshot of this platform (version 1)")
+    if not isinstance(state, dict) or "version" not in state:
+        raise CheckpointError(f"{path} is not a replay snapshot of this platform")
+    if state["version"] != SNAPSHOT_VERSION:
+        raise CheckpointError(
+            f"{path} is a replay snapshot of layout version {state['version']}; this platform "
+            f"reads version {SNAPSHOT_VERSION} (frame-deduplicated replay) only: resume without "
+            "it (the replay refills from empty) or with the platform version that wrote it"
+        )
     n, sampler = int(state["len"]), buffer._sampler
     if n > sampler._max_capacity:
         raise CheckpointError(
@@ -81,7 +90,10 @@ def load_replay(buffer: Any, path: str | Path) -> None:
             f"{path} was saved with replay.capacity={capacity}, this run has "
             f"{buffer._storage.max_size}"
         )
-    buffer._storage.load_state_dict(state["storage"])
+    try:
+        buffer._storage.load_state_dict(state["storage"])
+    except (KeyError, ValueError) as err:  # another frame stack / env count, or no frame ring
+        raise CheckpointError(f"{path} does not fit this run's replay: {err}") from err
     buffer._writer.load_state_dict(state["writer"])
     idx = np.arange(n)
     p = state["priorities"]
