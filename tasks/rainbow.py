@@ -258,8 +258,12 @@ class RainbowTask(AgentTask):
         return due
 
     # -- data --------------------------------------------------------------------------------
-    def build_replay(self) -> TensorDictPrioritizedReplayBuffer:
-        """Prioritized replay over a frame-deduplicated storage (each uint8 frame stored once)."""
+    def build_replay(self, frame_device: str = "cpu") -> TensorDictPrioritizedReplayBuffer:
+        """Prioritized replay over a frame-deduplicated storage (each uint8 frame stored once).
+
+        Args:
+            frame_device: where the frame ring lives (the GPU check samples from a GPU ring).
+        """
         r, e = self.cfg.replay, self.cfg.env
         ring = frame_ring_size(r.capacity, e.num_envs, self.cfg.agent.n_step, e.frame_stack)
         return TensorDictPrioritizedReplayBuffer(
@@ -268,7 +272,11 @@ class RainbowTask(AgentTask):
             eps=r.priority_eps,
             priority_key="td_error",
             storage=FrameStackStorage(
-                r.capacity, frame_stack=e.frame_stack, num_envs=e.num_envs, ring_size=ring
+                r.capacity,
+                frame_stack=e.frame_stack,
+                num_envs=e.num_envs,
+                ring_size=ring,
+                device=frame_device,
             ),
             batch_size=self.cfg.agent.batch_size,
             generator=torch.Generator().manual_seed(

@@ -36,6 +36,7 @@ def test_gpu_check_script_runs_small_on_cpu(tmp_path: Path) -> None:
         res["bare_updates_per_s"]["bf16"]
     )
     assert _positive(res["platform_updates_per_s"]) and _positive(res["replay_sample_ms"])
+    assert _positive(res["replay_sample_ms_ring_on_device"])  # here the device is the CPU
     raw = res["env"]["raw ale-py vector env"]
     assert raw["ratio"] == 1.0 and _positive(raw["steps_per_s"])
     assert res["ddp"] is None  # one CPU "device": no DDP run

@@ -71,6 +71,8 @@ class FrameStackStorage(GatherTensorStorage):
         ring_size: frame ring rows over all envs (mirror rows included);
             :func:`~ife_platform.rainbow.replay.frame_ring_size` for the training config.
         frame_shape: shape of one frame.
+        device: where the frame ring lives (a GPU keeps the sampled stacks on it; the
+            transition scalars and the bookkeeping stay on the CPU with TorchRL's sampler).
     """
 
     def __init__(
@@ -81,8 +83,10 @@ class FrameStackStorage(GatherTensorStorage):
         num_envs: int = 1,
         ring_size: int | None = None,
         frame_shape: tuple[int, int] = (84, 84),
+        device: torch.device | str = "cpu",
     ) -> None:
         super().__init__(max_size)
+        self.frame_device = torch.device(device)
         self.frame_stack = int(frame_stack)
         self.num_envs = int(num_envs)
         self.frame_shape = tuple(frame_shape)
@@ -110,7 +114,9 @@ class FrameStackStorage(GatherTensorStorage):
 
     # -- frames --------------------------------------------------------------------------
     def _allocate(self, dtype: torch.dtype) -> None:
-        self._frames = torch.zeros((self.ring_size, *self.frame_shape), dtype=dtype)
+        self._frames = torch.zeros(
+            (self.ring_size, *self.frame_shape), dtype=dtype, device=self.frame_device
+        )
         self._ref = torch.full((self.ring_size,), -1, dtype=torch.int64)
 
     def rows(self, env: Tensor, ids: Tensor) -> Tensor:
@@ -144,11 +150,13 @@ class FrameStackStorage(GatherTensorStorage):
                 self._grow(env, ids, protect_from)
         assert self._frames is not None and self._ref is not None
         rows = self.rows(env, ids)
-        self._frames[rows] = frames
+        dev = self.frame_device
+        frames = frames.to(dev, non_blocking=True)
+        self._frames[rows.to(dev)] = frames
         self._ref[rows] = -1
         mirror = ids % self.env_rows < self.frame_stack - 1
         if bool(mirror.any()):
-            self._frames[rows[mirror] + self.env_rows] = frames[mirror]
+            self._frames[(rows[mirror] + self.env_rows).to(dev)] = frames[mirror.to(dev)]
         self.frame_count += onehot.sum(0)
         return ids
 
@@ -171,14 +179,16 @@ class FrameStackStorage(GatherTensorStorage):
             new_rows,
         )
         self.env_rows = new_rows
-        frames = torch.zeros((self.ring_size, *self.frame_shape), dtype=self._frames.dtype)
+        frames = torch.zeros(
+            (self.ring_size, *self.frame_shape), dtype=self._frames.dtype, device=self.frame_device
+        )
         ref = torch.full((self.ring_size,), -1, dtype=torch.int64)
         for e in range(self.num_envs):
             count = int(self.frame_count[e])
             kept = torch.arange(max(0, count - old_rows), count)
             src = e * old_block + kept % old_rows
             dst = self.rows(torch.tensor(e), kept)
-            frames[dst] = self._frames[src]
+            frames[dst.to(self.frame_device)] = self._frames[src.to(self.frame_device)]
             ref[dst] = self._ref[src]
             base = e * self.block
             frames[base + new_rows : base + self.block] = frames[base : base + self.frame_stack - 1]
@@ -198,7 +208,7 @@ class FrameStackStorage(GatherTensorStorage):
         ring, s = self._frames, self.frame_stack
         h, w = self.frame_shape
         view = ring.as_strided((ring.shape[0] - s + 1, s, h, w), (h * w, h * w, w, 1))
-        return view.index_select(0, self.rows(env, first))
+        return view.index_select(0, self.rows(env, first).to(ring.device))
 
     # -- TorchRL storage -----------------------------------------------------------------
     def set(self, cursor: Any, data: Any, *, set_cursor: bool = True) -> None:  # noqa: D102
@@ -290,7 +300,7 @@ class FrameStackStorage(GatherTensorStorage):
         self.frame_count = ring["frame_count"].clone()
         self._written = int(ring["written"])
         frames, ref = ring["frames"], ring["ref"]
-        self._frames = None if frames is None else frames.clone()
+        self._frames = None if frames is None else frames.to(self.frame_device, copy=True)
         self._ref = None if ref is None else ref.clone()
 
     def nbytes(self) -> int:
