@@ -1,4 +1,5 @@
-"""GatherTensorStorage: same samples as TorchRL's LazyTensorStorage, read with index_select."""
+"""GatherTensorStorage: same data and samples as TorchRL's LazyTensorStorage (index_select reads,
+leaf-by-leaf writes)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ def test_prioritized_samples_are_identical_to_lazy_tensor_storage() -> None:
     for rb in (plain, gather):
         rb.extend(_data(40, 0))
         rb.extend(_data(40, 40))  # wraps around the 64-slot ring
+    # writes go leaf by leaf in GatherTensorStorage: the stored tensors are TorchRL's
+    assert len(plain) == len(gather) == 64
+    for key, value in plain.storage._storage.items():
+        assert torch.equal(value, gather.storage._storage[key]), key
     for step in range(10):
         a, b = plain.sample(), gather.sample()
         assert torch.equal(a["index"], b["index"])
