@@ -324,7 +324,8 @@ class RainbowTask(AgentTask):
     def on_fit_start(self) -> None:  # noqa: D102
         self.seed_everything()
         # Lightning autocasts training_step; the collector's forwards get the same precision.
-        self.actor.autocast_dtype = autocast_dtype(str(self.trainer.precision))
+        if self._trainer is not None:  # (contract tests drive the hooks without a Trainer)
+            self.actor.autocast_dtype = autocast_dtype(str(self._trainer.precision))
         self._stream = self.build_stream()
         self.replay = self._stream.replay
         if self._replay_step is not None:

@@ -117,10 +117,8 @@ def run_updates(
     task = RainbowTask(cfg)
     for net in (task.online, task.target):
         ext = net.extractor
-        if channels_last is not None and channels_last != ext.channels_last:
+        if channels_last is not None:
             ext.channels_last = channels_last
-            fmt = torch.channels_last if channels_last else torch.contiguous_format
-            ext.to(memory_format=fmt)
     if perturb:
         gen = torch.Generator().manual_seed(seed + 2)
         with torch.no_grad():

@@ -66,10 +66,11 @@ class FeatureExtractor(nn.Module):
     """
 
     has_attention: bool = False
-    #: Run the convolutions in the channels-last (NHWC) layout: subclasses that set it convert
-    #: their parameters at the end of ``__init__`` (:meth:`_use_channels_last`), and ``forward``
-    #: converts the input. A layout, not a change of the math: on CPU the max-pooling kernels
-    #: are about 15x faster in NHWC (docs/benchmarks.md, issue 13).
+    #: Run the convolutions in the channels-last (NHWC) layout: ``forward`` converts the input,
+    #: and every activation after it stays NHWC. Parameters keep the standard layout, so code
+    #: that initialises them (SB3's orthogonal init views them) works unchanged. A layout, not
+    #: a change of the math: on CPU the max-pooling kernels are about 15x faster in NHWC
+    #: (docs/benchmarks.md, issue 13).
     channels_last: bool = False
 
     def __init__(self, in_channels: int, input_size: int | None) -> None:
@@ -108,10 +109,6 @@ class FeatureExtractor(nn.Module):
         if self.channels_last:
             obs = obs.contiguous(memory_format=torch.channels_last)
         return self.encode(obs)
-
-    def _use_channels_last(self) -> None:
-        """Move every 4-D parameter and buffer to the channels-last layout (end of ``__init__``)."""
-        self.to(memory_format=torch.channels_last)
 
     def encode(self, x: Tensor) -> Tensor:
         """Map a float observation in [0, 1] ``[B, C, H, W]`` to ``[B, features_dim]``."""

@@ -98,7 +98,6 @@ class IFEExtractor(AttentionExtractor):
         self.attention = SpatialSoftAttention(c3, attention_hidden)
         self.afe = AgentFriendlyEncoder(c3, spectral_norm)
         self.features_dim = self.afe.features_dim
-        self._use_channels_last()
 
     def encode(self, x: Tensor) -> Tensor:
         """HUE -> attention -> AFE; stores the mask and logits of this pass."""
