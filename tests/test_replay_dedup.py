@@ -156,6 +156,19 @@ def test_two_envs_with_a_reset_zero_frames_by_hand() -> None:
     assert storage.frame_count.tolist() == [11, 7]
 
 
+def test_stacks_that_do_not_shift_by_one_frame_stop_training() -> None:
+    """Without ``verify`` the accumulator still checks its first pushes: an env whose next
+    stack is not its stack shifted by one frame cannot be stored once per frame."""
+    storage = FrameStackStorage(16, frame_stack=S, num_envs=2, ring_size=64)
+    acc = FrameNStepAccumulator(2, 1, 0.9, storage)  # production default: verify=False
+    envs = _ToyEnvs(2)
+    obs, nxt = envs.step([False, False])
+    nxt = nxt.flip(2)  # the frames of the next stack in the wrong order
+    no = torch.zeros(2, 1, dtype=torch.bool)
+    with pytest.raises(RuntimeError, match="next_obs stack differs"):
+        acc.push(obs, torch.zeros(2, 1), torch.ones(2, 1), no, no, nxt)
+
+
 def test_toy_stream_with_one_step_episodes_grows_the_ring_and_stays_exact() -> None:
     """Episodes of 1-2 steps take up to 2 frames per transition, more than the ring's 1.25:
     the ring grows (never overwriting a live frame) and the batches stay identical."""

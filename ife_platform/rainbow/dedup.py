@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["FrameNStepAccumulator", "FrameStackStorage", "frame_ring_size"]
 
+#: Pushes checked against the ring at the start of a run, and the period of the checks after.
+CHECKED_PUSHES, CHECK_EVERY = 100, 1000
+
 #: The key a transition stores its frames under: ``[env, first id of obs, first id of next_obs]``.
 FRAMES_KEY = "frames"
 
@@ -332,6 +335,10 @@ class FrameNStepAccumulator:
         gamma: discount factor.
         storage: the replay's storage, whose ring receives the frames.
         verify: check every pushed stack against the stack rebuilt from the ring (tests).
+            Without it, the first :data:`CHECKED_PUSHES` pushes and every
+            :data:`CHECK_EVERY`-th are still checked: the ring holds each frame once only if
+            the env's stacks shift by one frame per step, and a broken assumption must stop
+            training rather than fill the replay with wrong frames.
     """
 
     def __init__(
@@ -349,6 +356,7 @@ class FrameNStepAccumulator:
         self.num_envs, self.n, self.gamma = num_envs, n, gamma
         self.storage = storage
         self.verify = verify
+        self._pushes = 0
         self._env = torch.arange(num_envs)
         self._cur = torch.zeros(num_envs, dtype=torch.int64)  # first frame id of each stack
         self._start = torch.ones(num_envs, dtype=torch.bool)  # next obs starts an episode
@@ -384,6 +392,16 @@ class FrameNStepAccumulator:
         self._cur = cur + 1
         return cur, self._cur
 
+    def _check(self, env: Tensor, first: Tensor, stacks: Tensor, key: str) -> None:
+        """Raise if ``stacks`` [N, T, S, H, W] differ from the ones the ring rebuilds."""
+        rebuilt = self.storage.gather_stacks(env.reshape(-1), first.reshape(-1))
+        if not torch.equal(rebuilt.view(stacks.shape).to(stacks.device), stacks):
+            raise RuntimeError(
+                f"an {key} stack differs from the frames the replay stored for it: the env's "
+                "stacks must shift by one frame per step (and start from the reset stack), "
+                "or the frame-deduplicated replay cannot rebuild them"
+            )
+
     def push(
         self,
         obs: Tensor,
@@ -416,14 +434,10 @@ class FrameNStepAccumulator:
             self._start = done_b[:, t].clone()
         first_id = torch.stack(firsts, 1)  # [N, T]
         next_id = torch.stack(nexts, 1)
-        if self.verify:
-            shape = obs.shape
-            rebuilt = self.storage.gather_stacks(env.reshape(-1), first_id.reshape(-1))
-            if not torch.equal(rebuilt.view(shape), obs):
-                raise AssertionError("an obs stack differs from the frames stored for it")
-            rebuilt = self.storage.gather_stacks(env.reshape(-1), next_id.reshape(-1))
-            if not torch.equal(rebuilt.view(shape), next_obs):
-                raise AssertionError("a next_obs stack differs from the frames stored for it")
+        self._pushes += 1
+        if self.verify or self._pushes <= CHECKED_PUSHES or self._pushes % CHECK_EVERY == 0:
+            self._check(env, first_id, obs, "obs")
+            self._check(env, next_id, next_obs, "next_obs")
         out = self.inner.push(
             torch.stack([env, first_id], -1),
             action,
