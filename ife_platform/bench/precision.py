@@ -267,7 +267,7 @@ def bench_precision(
             {
                 "precision": precision,
                 "channels_last": layout,
-                "role": "candidate",
+                "role": f"candidate: {precision}",
                 "ms_per_update": run["ms_per_update"],
                 **compare_runs(run, ref, window),
             }
