@@ -92,14 +92,17 @@ def test_memory_estimate_matches_a_real_buffer(frame_stack: int, capacity: int) 
     replay = RainbowTask(cfg).build_replay()
     acc = FrameNStepAccumulator(num_envs=2, n=3, gamma=0.99, storage=replay.storage)
     g = torch.Generator().manual_seed(0)
-    obs = torch.randint(0, 256, (2, 8, frame_stack, 84, 84), dtype=torch.uint8, generator=g)
+    # 8 steps of 2 envs whose stacks shift by one frame per step, as an env's do
+    frames = torch.randint(0, 256, (2, 8 + frame_stack, 84, 84), dtype=torch.uint8, generator=g)
+    obs = torch.stack([frames[:, t : t + frame_stack] for t in range(8)], 1)
+    nxt = torch.stack([frames[:, t + 1 : t + 1 + frame_stack] for t in range(8)], 1)
     ready = acc.push(
         obs,
         torch.randint(0, 4, (2, 8), generator=g),
         torch.rand(2, 8, generator=g),
         torch.zeros(2, 8, dtype=torch.bool),
         torch.zeros(2, 8, dtype=torch.bool),
-        obs,
+        nxt,
     )
     replay.extend(ready)
     held = replay.storage.nbytes()  # lazily allocated transition tensors + frame ring
