@@ -10,7 +10,7 @@ units are there, and fp32 otherwise; fp16 (``16-mixed``) is a GPU precision and 
 stays fp32.
 
 fp32 (``32-true``) is the reference every reduced-precision default is checked against
-(``scripts/precision_parity.py``, docs/benchmarks.md).
+(``ife bench --sections precision``, docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from ife_platform.bench.env import bench_env
 from ife_platform.bench.explain import bench_explain, bench_explain_agents
 from ife_platform.bench.learner import (
     BareNStep,
+    BareStream,
     UniformReplay,
     bare_learner_rate,
     bench_learner,
@@ -60,6 +61,7 @@ __all__ = [
     "LEARNER_RATIO_TARGET",
     "PIXEL_BYTES_PER_TRANSITION",
     "BareNStep",
+    "BareStream",
     "RandomActor",
     "UniformReplay",
     "bare_learner_rate",

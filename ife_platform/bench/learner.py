@@ -168,6 +168,45 @@ class BareNStep:
         return obs, action, g, self.gamma**m if discount is None else discount, next_obs
 
 
+class BareStream:
+    """One raw ale-py env stepped from numpy, its steps turned into n-step transitions.
+
+    The data path of the framework-free loops (:func:`bare_learner_rate`, the precision
+    snapshot): sign-clipped rewards and life loss as a learning terminal when the config says
+    so, the stored successor of a game's last step is its ``final_obs``.
+    """
+
+    def __init__(self, cfg: Any, seed: int = 0) -> None:
+        a, e = cfg.agent, cfg.env
+        self.reward_clip, self.life_loss_terminal = bool(e.reward_clip), bool(e.life_loss_terminal)
+        self.vec = make_raw_vector_env(e.game, 1, seed=seed)
+        self.nstep = BareNStep(a.n_step, a.gamma)
+        self.obs, info = self.vec.reset(seed=seed)
+        self.lives = info["lives"].copy()
+        self.num_actions = int(self.vec.single_action_space.n)
+
+    def step(self, action: int) -> list[tuple[Any, int, float, float, Any]]:
+        """Act; return the (obs, action, G, discount, next_obs) transitions now ready."""
+        import numpy as np
+
+        next_obs, reward, terminated, truncated, info = self.vec.step(
+            np.array([action], dtype=np.int64)
+        )
+        done = bool(terminated[0] or truncated[0])
+        stored_next = info["final_obs"] if done else next_obs
+        life_lost = bool(info["lives"][0] < self.lives[0]) and not done
+        self.lives = info["lives"].copy()
+        r = float(np.sign(reward[0])) if self.reward_clip else float(reward[0])
+        terminal = bool(terminated[0]) or (self.life_loss_terminal and life_lost)
+        ready = self.nstep.push(self.obs[0], action, r, terminal, done, stored_next[0])
+        self.obs = next_obs
+        return ready
+
+    def close(self) -> None:
+        """Close the emulators."""
+        self.vec.close()
+
+
 def bare_learner_rate(cfg, *, warmup: int = 3, seed: int = 0) -> float:
     """Updates/s of a framework-free loop: same network, batch, env, loss, Adam, grad clip.
 
@@ -177,7 +216,6 @@ def bare_learner_rate(cfg, *, warmup: int = 3, seed: int = 0) -> float:
     every ``target_update_period`` updates. The clock runs like in
     :func:`platform_learner_rate`: from the end of update ``warmup`` to the end of the last.
     """
-    import numpy as np
     import torch
 
     from ife_platform.envs import atari_spec
@@ -196,10 +234,7 @@ def bare_learner_rate(cfg, *, warmup: int = 3, seed: int = 0) -> float:
     target.train()
     opt = make_adam(online.parameters(), cfg.optim)  # the platform's optimiser
     replay = UniformReplay(cfg.replay.capacity, (e.frame_stack, 84, 84), seed=seed)
-    nstep = BareNStep(a.n_step, a.gamma)
-    vec = make_raw_vector_env(e.game, 1, seed=seed)
-    obs, info = vec.reset(seed=seed)
-    lives = info["lives"].copy()
+    stream = BareStream(cfg, seed=seed)
     updates, steps, marks = 0, 0, []
     n_updates = cfg.train.total_steps - a.learning_starts
     weights = torch.ones(a.batch_size)
@@ -208,19 +243,9 @@ def bare_learner_rate(cfg, *, warmup: int = 3, seed: int = 0) -> float:
             with torch.no_grad():
                 if cfg.model.noisy:
                     online.reset_noise()
-                action = int(online.q_values(torch.from_numpy(obs)).argmax(-1)[0])
-            next_obs, reward, terminated, truncated, info = vec.step(
-                np.array([action], dtype=np.int64)
-            )
-            done = bool(terminated[0] or truncated[0])
-            stored_next = info["final_obs"] if done else next_obs
-            life_lost = bool(info["lives"][0] < lives[0]) and not done
-            lives = info["lives"].copy()
-            r = float(np.sign(reward[0])) if e.reward_clip else float(reward[0])
-            terminal = bool(terminated[0]) or (e.life_loss_terminal and life_lost)
-            for t in nstep.push(obs[0], action, r, terminal, done, stored_next[0]):
+                action = int(online.q_values(torch.from_numpy(stream.obs)).argmax(-1)[0])
+            for t in stream.step(action):
                 replay.add(*t)
-            obs = next_obs
             steps += 1
             if steps <= a.learning_starts or replay.size == 0:
                 continue
@@ -264,7 +289,7 @@ def bare_learner_rate(cfg, *, warmup: int = 3, seed: int = 0) -> float:
                 target.load_state_dict(online.state_dict())
             marks.append((time.perf_counter(), updates))
     finally:
-        vec.close()
+        stream.close()
     (t0, u0), (t1, u1) = marks[warmup], marks[-1]
     return (u1 - u0) / (t1 - t0)
 

@@ -29,8 +29,7 @@ from typing import Any
 
 import torch
 
-from ife_platform.bench.common import make_raw_vector_env
-from ife_platform.bench.learner import BareNStep, learner_config
+from ife_platform.bench.learner import BareStream, learner_config
 
 #: Windows of this many updates are compared (means over the window).
 WINDOW = 100
@@ -48,28 +47,14 @@ def collect_snapshot(cfg: Any, steps: int, seed: int = 0) -> dict[str, torch.Ten
     """
     import numpy as np
 
-    a, e = cfg.agent, cfg.env
-    vec = make_raw_vector_env(e.game, 1, seed=seed)
+    stream = BareStream(cfg, seed=seed)
     rng = np.random.default_rng(seed)
-    nstep = BareNStep(a.n_step, a.gamma)
     out: list[tuple] = []
     try:
-        obs, info = vec.reset(seed=seed)
-        lives = info["lives"].copy()
-        num_actions = int(vec.single_action_space.n)
         for _ in range(steps):
-            action = int(rng.integers(num_actions))
-            next_obs, reward, terminated, truncated, info = vec.step(np.array([action]))
-            done = bool(terminated[0] or truncated[0])
-            stored_next = info["final_obs"] if done else next_obs
-            life_lost = bool(info["lives"][0] < lives[0]) and not done
-            lives = info["lives"].copy()
-            r = float(np.sign(reward[0])) if e.reward_clip else float(reward[0])
-            terminal = bool(terminated[0]) or (e.life_loss_terminal and life_lost)
-            out.extend(nstep.push(obs[0], action, r, terminal, done, stored_next[0]))
-            obs = next_obs
+            out.extend(stream.step(int(rng.integers(stream.num_actions))))
     finally:
-        vec.close()
+        stream.close()
     if not out:
         raise ValueError(f"{steps} steps gave no n-step transition; collect more")
     o, act, g, disc, nxt = zip(*out, strict=True)
@@ -209,7 +194,7 @@ def bench_precision(
     window: int = WINDOW,
     variants: tuple[str, ...] = ("bf16-mixed",),
 ) -> dict[str, Any]:
-    """fp32 reference, an fp32 run in the other memory layout (the floor) and ``variants``.
+    """fp32 reference, fp32 in the other memory layout, the fp32 floor and ``variants``.
 
     Every run starts from the same weights and trains on the same ``updates`` batches of one
     snapshot of ``steps`` random-policy agent steps; see the module docstring.
