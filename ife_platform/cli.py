@@ -1,8 +1,9 @@
-"""The ``ife`` command: ``train``, ``evaluate``, ``ui``.
+"""The ``ife`` command: ``train``, ``evaluate``, ``sweep``, ``report``, ``ui``, ...
 
 Exit codes: 0 success, 2 bad input (config, checkpoint, tracking store), 128 + N for a run
-stopped by signal N before its budget (checkpointed; continue with ``resume=RUN_ID``), 1
-anything else (a non-finite loss included).
+stopped by signal N before its budget (checkpointed; continue with ``resume=RUN_ID``),
+100 + N (at most 127) for a sweep whose N trials failed, 1 anything else (a non-finite loss
+included).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ ife explain CHECKPOINT_or_RUN_ID [key=value ...]
 ife compare CHECKPOINT_or_RUN_ID CHECKPOINT_or_RUN_ID ... [key=value ...]
 ife continual SEQUENCE [key=value ...]     (SEQUENCE: demo3 | cora | sequence.games=[...])
 ife continual-report PARENT_RUN_ID [PARENT_RUN_ID ...]
+ife sweep BASE [PRESET ...] sweep.grid.KEY=[v1,v2] ... [key=value ...]   (resume=SWEEP_RUN_ID)
+ife report SWEEP_or_RUN_ID [SWEEP_or_RUN_ID ...] [key=value ...]
 ife ui [--port PORT] [tracking.uri=URI]
 ife presets
 ife config show [PRESET | FILE.yaml ...] [key=value ...]
@@ -100,14 +103,9 @@ def cmd_compare(args: list[str]) -> int:
 
 def cmd_continual(args: list[str]) -> int:
     """``ife continual SEQUENCE [key=value ...]``: train a game sequence, report transfer."""
-    from ife_platform.config import available_presets
+    from ife_platform.sequences import SequenceRunner, continual_words
 
-    words = list(args)
-    if words and "=" not in words[0] and words[0] in available_presets("sequence"):
-        words[0] = f"sequence={words[0]}"
-    # Sequences use the full 18-action set by default: one head serves every game.
-    cfg = compose(["env.full_action_space=true", *words])
-    from ife_platform.sequences import SequenceRunner
+    cfg = compose(continual_words(args))
 
     runner = SequenceRunner(cfg)  # validates the sequence (mode, heads, devices) up front
     runner.run(resume=cfg.resume)
@@ -132,6 +130,59 @@ def cmd_continual_report(args: list[str]) -> int:
         for key, v in out.summary.items():
             print(f"{key:<26} {v['mean']:.4f} [{v['lo']:.4f}, {v['hi']:.4f}] (n={v['n']})")
     print(f"files: {out.folder}")
+    return 0
+
+
+def cmd_sweep(args: list[str]) -> int:
+    """``ife sweep BASE [PRESET ...] sweep.grid.KEY=[v1,v2] ... [key=value ...]``."""
+    if not args:
+        raise ConfigError(
+            "usage: ife sweep BASE [PRESET | FILE.yaml ...] sweep.grid.KEY=[v1,v2] ... "
+            "[key=value ...]  (or: ife sweep resume=SWEEP_RUN_ID)"
+        )
+    from ife_platform.sweep import run_sweep
+
+    result = run_sweep(args)
+    print(f"sweep run {result.run_id} in {result.tracking_uri}")
+    if result.stopped_by is not None:
+        print(f"stopped; continue it with: ife sweep resume={result.run_id}", file=sys.stderr)
+    elif result.failed:
+        print(
+            f"{result.failed} trial(s) failed (logs attached to their runs); rerun them with: "
+            f"ife sweep resume={result.run_id}",
+            file=sys.stderr,
+        )
+    return result.exit_code
+
+
+def cmd_report(args: list[str]) -> int:
+    """``ife report SWEEP_or_RUN_ID ... [--by KEY,KEY] [--reps N] [--out DIR] [key=value]``."""
+    parser = argparse.ArgumentParser(prog="ife report", add_help=False)
+    parser.add_argument("--by", default="agent.name,model.extractor")
+    parser.add_argument("--reps", type=int, default=2000)
+    parser.add_argument("--out", default=None)
+    opts, rest = parser.parse_known_args(args)
+    refs = [a for a in rest if "=" not in a]
+    if not refs or any(a.startswith("-") for a in refs):
+        raise ConfigError(
+            "usage: ife report SWEEP_or_RUN_ID [SWEEP_or_RUN_ID ...] [--by KEY,KEY] "
+            "[--reps N] [--out DIR] [tracking.uri=URI]"
+        )
+    if opts.reps < 1:
+        raise ConfigError(f"--reps must be >= 1, got {opts.reps}")
+    cfg = compose([a for a in rest if "=" in a])
+    from ife_platform.report import report
+
+    result = report(
+        refs,
+        tracking_uri=cfg.tracking.uri,
+        output_dir=cfg.tracking.output_dir,
+        by=[k.strip() for k in opts.by.split(",") if k.strip()],
+        reps=opts.reps,
+        out=opts.out,
+    )
+    print(result.markdown)
+    print(f"files: {result.folder}")
     return 0
 
 
@@ -214,6 +265,8 @@ COMMANDS = {
     "compare": cmd_compare,
     "continual": cmd_continual,
     "continual-report": cmd_continual_report,
+    "sweep": cmd_sweep,
+    "report": cmd_report,
 }
 
 

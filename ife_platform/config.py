@@ -173,6 +173,8 @@ class TrackingConfig:
     eval_episodes: int = 3  # raw-score evaluation episodes at the end of training (0: none)
     eval_max_steps: int = 27_000  # agent steps per evaluation episode at most
     output_dir: str = "outputs"  # local checkpoints and videos (also logged as artifacts)
+    parent_run: str | None = None  # create the run nested under this MLflow run (ife sweep)
+    tags: dict[str, str] = field(default_factory=dict)  # more tags of a new run
 
 
 @dataclass
@@ -223,6 +225,26 @@ class SequenceConfig:
 
 
 @dataclass
+class SweepConfig:
+    """``ife sweep``: one base experiment expanded over axes into trials (docs/sweep.md).
+
+    ``sweep.grid.KEY=[v1, v2]`` adds an axis: any config key (``env.game``, ``seed``,
+    ``model.extractor``, ``sequence.mode``) or a preset group (``agent``, ``env``, ...); the
+    trials are the Cartesian product, in the order the axes were given.
+    """
+
+    name: str = "sweep"  # the parent run's name (trial runs: NAME/axis values)
+    grid: dict[str, Any] = field(default_factory=dict)  # KEY: [values]; nested by the dots
+    command: str = "train"  # what each trial runs: train | continual
+    backend: str = "local"  # local (a process pool on this machine) | ray (a Ray cluster)
+    workers: int = 0  # trials at once (0: local, the machine's cores // 2; ray, unbounded)
+    cpus_per_trial: int = 0  # threads (local) or Ray CPUs per trial (0: cores // workers)
+    gpus_per_trial: float = 0.0  # GPUs per trial (ray: a Ray resource; local: a device slot)
+    address: str | None = None  # ray: null starts a local instance; auto | HOST:PORT | ray://..
+    explain: bool = False  # run ife explain on each finished trial's final checkpoint
+
+
+@dataclass
 class TrainConfig:
     """Budget."""
 
@@ -246,6 +268,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 0  # any int >= 0; each library gets it in its range (ife_platform.seeding)
     resume: str | None = None  # MLflow run id or checkpoint path to continue from
 
@@ -677,6 +700,11 @@ DOMAINS: dict[str, Domain] = {
     "sequence.eval_episodes": at_least(1),
     "sequence.eval_max_steps": at_least(1),
     "sequence.alignment_steps": at_least(0),
+    "sweep.command": one_of("train", "continual"),
+    "sweep.backend": one_of("local", "ray"),
+    "sweep.workers": at_least(0),
+    "sweep.cpus_per_trial": at_least(0),
+    "sweep.gpus_per_trial": at_least(0),
 }
 
 

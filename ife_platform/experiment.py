@@ -165,6 +165,7 @@ def run_params(cfg: DictConfig, uri: str, *, in_sequence: bool = False) -> dict[
     """
     tree = family_view(to_container(cfg), agent_spec(cfg.agent.name).family)
     tree.pop("explain", None)
+    tree.pop("sweep", None)  # (a sweep's trial gets its axis values as ordinary keys)
     if not in_sequence:
         tree.pop("sequence", None)
     tree["tracking"]["uri"] = uri
@@ -216,9 +217,10 @@ def _open_run(
         retry_if_locked(lambda: client.update_run(run_id, status="RUNNING"))
     else:
         exp_id = ensure_experiment(client, cfg.tracking.experiment)
-        tags = dict(run_tags or {})
-        if parent_run_id:
-            tags["mlflow.parentRunId"] = parent_run_id
+        tags = {**cfg.tracking.tags, **(run_tags or {})}
+        parent = parent_run_id or cfg.tracking.parent_run
+        if parent:
+            tags["mlflow.parentRunId"] = parent
         run = retry_if_locked(
             lambda: client.create_run(exp_id, run_name=cfg.tracking.run_name, tags=tags)
         )
@@ -298,8 +300,9 @@ def train(
     Args:
         cfg: the validated config (:func:`ife_platform.config.compose`).
         callbacks: more (observe-only) Lightning callbacks.
-        parent_run_id: create the run nested under this MLflow run (continual sequences).
-        run_tags: tags of a new run.
+        parent_run_id: create the run nested under this MLflow run (continual sequences;
+            without it, ``tracking.parent_run`` nests it, as ``ife sweep`` does).
+        run_tags: tags of a new run (with ``tracking.tags``).
         setup: called with the task after it is built and before fitting (continual
             sequences load the previous task's weights and apply the transfer mode here).
 

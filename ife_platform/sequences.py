@@ -354,10 +354,17 @@ class SequenceRunner:
                 exp_id,
                 run_name=f"sequence-{q.name}-{q.mode}",
                 tags={
+                    **cfg.tracking.tags,
                     "ife.kind": "sequence",
                     "ife.sequence": q.name,
                     # a sequence killed with -9 is found and set to KILLED by the next run
                     PROCESS_TAG: current_process().tag(),
+                    # nested under a sweep (tracking.parent_run), as a sweep's trial
+                    **(
+                        {"mlflow.parentRunId": cfg.tracking.parent_run}
+                        if cfg.tracking.parent_run
+                        else {}
+                    ),
                 },
             ).info.run_id
             params = run_params(cfg, uri, in_sequence=True)
@@ -716,6 +723,20 @@ class SequenceReports:
     reports: list[dict[str, Any]]
     summary: dict[str, Any] | None
     folder: Path
+
+
+def continual_words(words: list[str]) -> list[str]:
+    """The config words of ``ife continual SEQUENCE [key=value ...]``, ready for ``compose``.
+
+    A first word naming a sequence preset selects it (``demo3`` -> ``sequence=demo3``), and
+    sequences use the full 18-action set by default (one head serves every game).
+    """
+    from ife_platform.config import available_presets
+
+    words = list(words)
+    if words and "=" not in words[0] and words[0] in available_presets("sequence"):
+        words[0] = f"sequence={words[0]}"
+    return ["env.full_action_space=true", *words]
 
 
 def report_runs(runs: list[str], cfg: DictConfig) -> SequenceReports:

@@ -1,0 +1,540 @@
+"""``ife report``: per-game scores and aggregate statistics of trained runs, from the store.
+
+Reads finished runs from MLflow (a sweep's parent run stands for all its trials; a training
+run for itself; a continual sequence run for its sequence) and writes, to a folder, to the
+terminal and to every sweep parent named:
+
+- per run: game, method, seed, final raw score (``eval/return_mean``), HNS;
+- per game and method: mean raw score over seeds, HNS, the seeds, and DER's published
+  100k-step score where the runs used the Atari-100k protocol at the 100k budget;
+- per method: IQM, median, mean and optimality gap of HNS with stratified-bootstrap 95 %
+  intervals, performance profiles and the probability of improvement between methods
+  (Agarwal et al. 2021; :mod:`ife_platform.scores`, tested against rliable);
+- ``ife explain`` metrics (alignment, leakage, faithfulness) and continual-learning metrics
+  (average performance, forgetting, transfer) per method, mean with a bootstrap interval;
+- PNG plots, CSV files and a markdown report (``docs/report.md`` defines every number).
+
+A method is the runs' values of the ``by`` keys (default: ``agent.name`` and
+``model.extractor``, without the keys that are the same for every run).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ife_platform.config import ConfigError
+
+__all__ = ["ReportResult", "RunRow", "build_report", "collect_runs", "report"]
+
+DEFAULT_BY = ("agent.name", "model.extractor")
+#: ``ife explain`` summary metrics shown in the markdown table (every one goes to the CSV).
+EXPLAIN_SHOWN = (
+    "explain/pointing_hit_rate",
+    "explain/mass_in_box",
+    "explain/lift",
+    "explain/pixel_auroc",
+    "explain/leakage",
+    "explain/deletion_auc_gap",
+)
+
+
+@dataclass
+class RunRow:
+    """One finished run as the report reads it."""
+
+    run_id: str
+    kind: str  # train | sequence
+    game: str
+    seed: int
+    params: dict[str, str]
+    score: float | None = None  # final evaluation, mean raw score over its games
+    episodes: int = 0
+    hns: float | None = None
+    protocol: str = ""
+    total_steps: int = 0
+    explain: dict[str, float] = field(default_factory=dict)
+    sequence: dict[str, Any] | None = None  # a continual run's report (R, AUCs)
+    method: str = ""
+
+
+def _sweep_children(client: Any, parent: Any) -> tuple[list[Any], list[str]]:
+    """The newest FINISHED run of each trial of a sweep, and notes on trials without one."""
+    from ife_platform.sweep import SWEEP_TAG, TRIAL_TAG
+
+    exp = parent.info.experiment_id
+    runs = client.search_runs(
+        [exp],
+        filter_string=f"tags.{SWEEP_TAG} = '{parent.info.run_id}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=50_000,
+    )
+    newest: dict[str, Any] = {}
+    finished: dict[str, Any] = {}
+    for run in runs:
+        index = run.data.tags.get(TRIAL_TAG, "?")
+        newest[index] = run
+        if run.info.status == "FINISHED":
+            finished[index] = run
+    notes = [
+        f"sweep {parent.info.run_id}: trial {i} has no finished run "
+        f"(newest {run.info.run_id} is {run.info.status})"
+        for i, run in sorted(newest.items())
+        if i not in finished
+    ]
+    return [finished[i] for i in sorted(finished, key=lambda k: int(k) if k.isdigit() else -1)], (
+        notes
+    )
+
+
+def _row(client: Any, run: Any, output_dir: str) -> RunRow:
+    from ife_platform.scores import has_reference, human_normalized_score
+
+    p = run.data.params
+    m = run.data.metrics
+    kind = "sequence" if run.data.tags.get("ife.kind") == "sequence" else "train"
+    row = RunRow(
+        run_id=run.info.run_id,
+        kind=kind,
+        game=p.get("env.game", "?"),
+        seed=int(p.get("seed", 0)),
+        params=dict(p),
+        protocol=p.get("env.protocol", ""),
+        total_steps=int(float(p.get("train.total_steps", 0))),
+    )
+    if kind == "sequence":
+        from ife_platform.sequences import build_report, load_progress
+
+        row.sequence = build_report(load_progress(client, run.info.run_id, output_dir))
+        row.game = "+".join(row.sequence["games"])
+        return row
+    if "eval/return_mean" not in m:
+        raise ConfigError(
+            f"run {run.info.run_id} has no final evaluation (eval/return_mean): trained with "
+            "tracking.eval_episodes=0, or not a training run"
+        )
+    row.score = float(m["eval/return_mean"])
+    row.episodes = int(m.get("eval/episodes", 0))
+    row.hns = human_normalized_score(row.game, row.score) if has_reference(row.game) else None
+    row.explain = {k: float(v) for k, v in m.items() if k.startswith("explain/")}
+    return row
+
+
+def collect_runs(
+    client: Any, refs: Sequence[str], output_dir: str
+) -> tuple[list[RunRow], list[str], list[str]]:
+    """Rows of every run the references stand for, the sweep parents among them, and notes.
+
+    Raises:
+        ConfigError: an unknown run id, an unfinished run named directly, or nothing to report.
+    """
+    rows: list[RunRow] = []
+    sweeps: list[str] = []
+    notes: list[str] = []
+    seen: set[str] = set()
+    for ref in refs:
+        try:
+            run = client.get_run(ref)
+        except Exception as err:
+            raise ConfigError(f"ife report: no run {ref!r} in the tracking store") from err
+        if run.data.tags.get("ife.kind") == "sweep":
+            sweeps.append(ref)
+            children, more = _sweep_children(client, run)
+            notes.extend(more)
+        else:
+            if run.info.status != "FINISHED":
+                raise ConfigError(f"ife report: run {ref} is {run.info.status}, not FINISHED")
+            children = [run]
+        for child in children:
+            if child.info.run_id not in seen:
+                seen.add(child.info.run_id)
+                rows.append(_row(client, child, output_dir))
+    if not rows:
+        raise ConfigError(f"ife report: no finished runs in {', '.join(refs)}")
+    return rows, sweeps, notes
+
+
+def label_methods(rows: list[RunRow], by: Sequence[str]) -> list[str]:
+    """Set each row's method from its ``by`` params, leaving out keys equal for all rows."""
+    varying = [k for k in by if len({r.params.get(k, "") for r in rows}) > 1]
+    keys = varying or list(by[-1:])
+    for r in rows:
+        r.method = "/".join(r.params.get(k, "?") for k in keys)
+    return keys
+
+
+def _der_budget(rows: Sequence[RunRow]) -> bool:
+    return all(r.protocol == "atari100k" and r.total_steps == 100_000 for r in rows)
+
+
+def _ci_cell(ci: Any, digits: int = 3) -> str:
+    return f"{ci.point:.{digits}f} [{ci.low:.{digits}f}, {ci.high:.{digits}f}]"
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
+
+
+@dataclass
+class ReportResult:
+    """What :func:`build_report` computed and where it wrote it."""
+
+    rows: list[RunRow]
+    games: list[dict[str, Any]]
+    aggregates: dict[str, dict[str, Any]]
+    improvement: dict[tuple[str, str], Any]
+    explain: dict[str, dict[str, Any]]
+    continual: dict[str, dict[str, Any]]
+    notes: list[str]
+    folder: Path
+    files: list[Path]
+    markdown: str
+
+
+def _game_table(rows: Sequence[RunRow], der: bool) -> list[dict[str, Any]]:
+    from ife_platform.scores import der_100k_score
+
+    groups: dict[tuple[str, str], list[RunRow]] = defaultdict(list)
+    for r in rows:
+        if r.kind == "train":
+            groups[(r.game, r.method)].append(r)
+    out = []
+    for (game, method), rs in sorted(groups.items()):
+        scores = [r.score for r in rs if r.score is not None]
+        hns = [r.hns for r in rs if r.hns is not None]
+        ref = der_100k_score(game) if der else None
+        mean = float(np.mean(scores))
+        out.append(
+            {
+                "game": game,
+                "method": method,
+                "seeds": ",".join(str(r.seed) for r in rs),
+                "runs": len(rs),
+                "score_mean": mean,
+                "score_std": float(np.std(scores)),
+                "scores": scores,
+                "hns_mean": float(np.mean(hns)) if hns else None,
+                "der_100k": ref,
+                "score_over_der": mean / ref if ref else None,
+            }
+        )
+    return out
+
+
+def _matrices(
+    rows: Sequence[RunRow], value: Callable[[RunRow], float | None]
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Per method, the [runs, games] matrix of ``value`` over the games every method has."""
+    from ife_platform.scores import score_matrix
+
+    by_method: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        v = value(r)
+        if v is not None and math.isfinite(v):
+            by_method[r.method][r.game].append(float(v))
+    if not by_method:
+        return {}, [], []
+    common = sorted(set.intersection(*(set(g) for g in by_method.values())))
+    notes = []
+    for method, games in by_method.items():
+        left = sorted(set(games) - set(common))
+        if left:
+            notes.append(f"{method}: games {', '.join(left)} left out (not run by every method)")
+    if not common:
+        return {}, [], notes
+    out = {}
+    for method, games in sorted(by_method.items()):
+        m = score_matrix(games, common)
+        out[method] = m.scores
+        if m.dropped:
+            notes.append(f"{method}: {m.note}")
+    return out, common, notes
+
+
+def build_report(
+    rows: list[RunRow],
+    folder: Path,
+    *,
+    by: Sequence[str] = DEFAULT_BY,
+    reps: int = 2000,
+    seed: int = 0,
+    notes: Sequence[str] = (),
+) -> ReportResult:
+    """Compute every table and figure of the report and write them to ``folder``."""
+    from ife_platform import report_plots as RP
+    from ife_platform import scores as S
+
+    folder.mkdir(parents=True, exist_ok=True)
+    notes = list(notes)
+    keys = label_methods(rows, by)
+    der = _der_budget([r for r in rows if r.kind == "train"])
+    games = _game_table(rows, der)
+    files: list[Path] = []
+
+    hns, hns_games, more = _matrices(rows, lambda r: r.hns)
+    notes.extend(more)
+    aggregates: dict[str, dict[str, Any]] = {}
+    improvement: dict[tuple[str, str], Any] = {}
+    if hns:
+        aggregates = S.aggregate_table(hns, reps=reps, seed=seed)
+        files.append(
+            RP.plot_aggregates(
+                aggregates, folder / "aggregates.png", _title("HNS aggregates", hns, hns_games)
+            )
+        )
+        top = max(2.0, max(float(np.max(m)) for m in hns.values()))
+        taus = np.linspace(0.0, top, 81)
+        profiles = {
+            m: S.performance_profile_ci(v, taus, reps=reps, seed=seed) for m, v in hns.items()
+        }
+        files.append(
+            RP.plot_performance_profiles(
+                profiles,
+                folder / "performance_profiles.png",
+                _title("Performance profiles", hns, hns_games),
+            )
+        )
+        if len(hns) > 1:
+            improvement = S.probability_of_improvement_table(hns, reps=reps, seed=seed)
+            files.append(
+                RP.plot_probability_of_improvement(
+                    improvement,
+                    folder / "probability_of_improvement.png",
+                    _title("P(X > Y)", hns, hns_games),
+                )
+            )
+    if games:
+        plot_rows = [
+            RP.GameScoreRow(g["game"], g["method"], g["scores"], g["der_100k"]) for g in games
+        ]
+        files.append(
+            RP.plot_game_scores(
+                plot_rows, folder / "game_scores.png", "Final raw score per game (dots: seeds)"
+            )
+        )
+
+    explain: dict[str, dict[str, Any]] = {}
+    explain_keys = sorted({k for r in rows for k in r.explain})
+    for key in explain_keys:
+        mats, _, _ = _matrices(
+            [r for r in rows if key in r.explain], lambda r, k=key: r.explain.get(k)
+        )
+        for method, mat in mats.items():
+            explain.setdefault(method, {})[key] = S.stratified_bootstrap_ci(
+                mat, S.aggregate_mean, reps=reps, seed=seed
+            )
+
+    continual: dict[str, dict[str, Any]] = {}
+    seq = [r for r in rows if r.kind == "sequence" and r.sequence is not None]
+    if seq:
+        from ife_platform.continual import metrics as CM
+
+        groups: dict[str, list[RunRow]] = defaultdict(list)
+        for r in seq:
+            groups[f"{r.method} {r.params.get('sequence.mode', '')}".strip()].append(r)
+        for method, rs in groups.items():
+            reports = [r.sequence for r in rs if r.sequence is not None]
+            has_ref = all(rep.get("auc_reference") is not None for rep in reports)
+            continual[method] = CM.summarise_over_seeds(
+                [np.asarray(rep["R"], dtype=float) for rep in reports],
+                aucs=[rep["auc"] for rep in reports] if has_ref else None,
+                aucs_ref=[rep["auc_reference"] for rep in reports] if has_ref else None,
+                seed=seed,
+            )
+
+    result = ReportResult(
+        rows, games, aggregates, improvement, explain, continual, notes, folder, files, ""
+    )
+    result.markdown = render_markdown(result, keys, der, hns_games, reps)
+    files.extend(write_tables(result))
+    return result
+
+
+def _title(what: str, mats: dict[str, Any], games: list[str]) -> str:
+    runs = {m: v.shape[0] for m, v in mats.items()}
+    per = ", ".join(f"{m}: {n}" for m, n in runs.items())
+    return f"{what} ({len(games)} games; runs per game: {per})"
+
+
+def render_markdown(
+    result: ReportResult, keys: list[str], der: bool, hns_games: list[str], reps: int
+) -> str:
+    """The report as markdown (also printed to the terminal)."""
+    lines = [f"# ife report ({time.strftime('%Y-%m-%d %H:%M')})", ""]
+    lines.append(
+        f"{len(result.rows)} finished runs; method = {' / '.join(keys)}. Scores are final "
+        "evaluations (mean raw score over the evaluation games); HNS = (score - random) / "
+        "(human - random)."
+    )
+    lines += ["", "## Per game", ""]
+    head = "| game | method | runs (seeds) | raw score mean +- std | HNS |"
+    sep = "|---|---|---|---|---|"
+    if der:
+        head += " DER published (100k) | mean / DER |"
+        sep += "---|---|"
+    lines += [head, sep]
+    for g in result.games:
+        line = (
+            f"| {g['game']} | {g['method']} | {g['runs']} ({g['seeds']}) | "
+            f"{_fmt(g['score_mean'])} +- {_fmt(g['score_std'])} | {_fmt(g['hns_mean'], 3)} |"
+        )
+        if der:
+            line += f" {_fmt(g['der_100k'])} | {_fmt(g['score_over_der'], 2)} |"
+        lines.append(line)
+    if not der:
+        lines += ["", "(DER's published scores are shown only for Atari-100k runs of 100k steps.)"]
+    if result.aggregates:
+        lines += [
+            "",
+            f"## Aggregates of HNS over {len(hns_games)} games "
+            f"(95 % stratified bootstrap, {reps} resamples)",
+            "",
+            "| method | IQM | median | mean | optimality gap |",
+            "|---|---|---|---|---|",
+        ]
+        for method, t in result.aggregates.items():
+            lines.append(
+                f"| {method} | {_ci_cell(t['iqm'])} | {_ci_cell(t['median'])} | "
+                f"{_ci_cell(t['mean'])} | {_ci_cell(t['optimality_gap'])} |"
+            )
+    if result.improvement:
+        lines += ["", "## Probability of improvement", "", "| X | Y | P(X > Y) |", "|---|---|---|"]
+        for (x, y), ci in result.improvement.items():
+            lines.append(f"| {x} | {y} | {_ci_cell(ci, 2)} |")
+    if result.explain:
+        shown = [k for k in EXPLAIN_SHOWN if any(k in v for v in result.explain.values())]
+        shown = shown or sorted({k for v in result.explain.values() for k in v})[:6]
+        lines += [
+            "",
+            "## Interpretability (ife explain; mean over games and seeds, 95 % interval)",
+            "",
+        ]
+        lines.append("| method | " + " | ".join(k.removeprefix("explain/") for k in shown) + " |")
+        lines.append("|---|" + "---|" * len(shown))
+        for method, v in result.explain.items():
+            cells = [_ci_cell(v[k]) if k in v else "-" for k in shown]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    if result.continual:
+        lines += ["", "## Continual learning (mean over seeds [95 % bootstrap interval])", ""]
+        names = sorted({k for v in result.continual.values() for k in v})
+        lines.append("| method | " + " | ".join(names) + " |")
+        lines.append("|---|" + "---|" * len(names))
+        for method, v in result.continual.items():
+            cells = [_interval_cell(v[k]) if k in v else "-" for k in names]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    if result.notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _interval_cell(v: dict[str, Any]) -> str:
+    return f"{_fmt(v['mean'], 3)} [{_fmt(v['lo'], 3)}, {_fmt(v['hi'], 3)}] (n={v['n']})"
+
+
+def write_tables(result: ReportResult) -> list[Path]:
+    """``runs.csv``, ``games.csv``, ``aggregates.csv`` and ``report.md`` in the folder."""
+    folder = result.folder
+    paths = []
+    explain_keys = sorted({k for r in result.rows for k in r.explain})
+    path = folder / "runs.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            ["run_id", "kind", "game", "method", "seed", "score", "episodes", "hns", *explain_keys]
+        )
+        for r in result.rows:
+            w.writerow(
+                [r.run_id, r.kind, r.game, r.method, r.seed, r.score, r.episodes, r.hns]
+                + [r.explain.get(k) for k in explain_keys]
+            )
+    paths.append(path)
+    path = folder / "games.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        cols = [
+            "game",
+            "method",
+            "runs",
+            "seeds",
+            "score_mean",
+            "score_std",
+            "hns_mean",
+            "der_100k",
+            "score_over_der",
+        ]
+        w.writerow(cols)
+        for g in result.games:
+            w.writerow([g[c] for c in cols])
+    paths.append(path)
+    path = folder / "aggregates.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["section", "method", "metric", "point", "low", "high"])
+        for method, t in result.aggregates.items():
+            for metric, ci in t.items():
+                w.writerow(["hns", method, metric, ci.point, ci.low, ci.high])
+        for (x, y), ci in result.improvement.items():
+            w.writerow(
+                ["probability_of_improvement", f"{x} > {y}", "poi", ci.point, ci.low, ci.high]
+            )
+        for method, t in result.explain.items():
+            for metric, ci in t.items():
+                w.writerow(["explain", method, metric, ci.point, ci.low, ci.high])
+        for method, t in result.continual.items():
+            for metric, v in t.items():
+                w.writerow(["continual", method, metric, v["mean"], v["lo"], v["hi"]])
+    paths.append(path)
+    path = folder / "report.md"
+    path.write_text(result.markdown)
+    paths.append(path)
+    return paths
+
+
+def report(
+    refs: Sequence[str],
+    *,
+    tracking_uri: str | None,
+    output_dir: str,
+    by: Sequence[str] = DEFAULT_BY,
+    reps: int = 2000,
+    out: str | None = None,
+) -> ReportResult:
+    """``ife report``: collect the runs, build the report, log it to every sweep parent.
+
+    Raises:
+        ConfigError, TrackingUnreachableError: bad references or store, before any work.
+    """
+    import mlflow
+
+    from ife_platform.tracking import open_tracking_store, retry_if_locked
+
+    uri = open_tracking_store(tracking_uri, create_dirs=False)
+    client = mlflow.MlflowClient(uri)
+    rows, sweeps, notes = collect_runs(client, refs, output_dir)
+    if out is not None:
+        folder = Path(out).resolve()
+    elif len(sweeps) == 1 and len(refs) == 1:
+        folder = Path(output_dir).resolve() / sweeps[0] / "report"
+    else:
+        folder = Path(output_dir).resolve() / f"report-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = build_report(rows, folder, by=by, reps=reps, notes=notes)
+    for parent in sweeps:
+        for path in result.files:
+            retry_if_locked(lambda p=path, r=parent: client.log_artifact(r, str(p), "report"))
+        for method, t in result.aggregates.items():
+            for metric, ci in t.items():
+                key = f"report/{_metric_name(method)}/hns_{metric}"
+                retry_if_locked(lambda k=key, v=ci.point, r=parent: client.log_metric(r, k, v))
+    return result
+
+
+def _metric_name(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in text)
