@@ -242,7 +242,7 @@ def cmd_presets(args: list[str]) -> int:
     """``ife presets``: list the shipped presets per group."""
     from ife_platform.config import GROUPS, available_presets
 
-    for group in (*GROUPS, "experiment"):
+    for group in (*GROUPS, "experiment", "sweep"):
         print(f"{group}: {', '.join(available_presets(group))}")
     return 0
 

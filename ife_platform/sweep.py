@@ -28,6 +28,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -592,6 +593,14 @@ def _open_parent(
     return parent
 
 
+#: Words that say where a sweep is stored, not what it computes.
+_STORE_KEYS = ("tracking.uri", "tracking.output_dir", "tracking.experiment")
+
+
+def _identity(words: Sequence[str]) -> list[str]:
+    return [w for w in words if w.partition("=")[0].strip() not in _STORE_KEYS]
+
+
 def _reopen_parent(client: Any, parent: str, plan: SweepPlan) -> SweepPlan:
     from ife_platform.runs import PROCESS_TAG, ProcessId, current_process, is_alive
 
@@ -604,13 +613,16 @@ def _reopen_parent(client: Any, parent: str, plan: SweepPlan) -> SweepPlan:
     owner = ProcessId.parse(run.data.tags.get(PROCESS_TAG, ""))
     if run.info.status == "RUNNING" and owner is not None and is_alive(owner):
         raise ConfigError(f"resume={parent}: the sweep is running now in process {owner.pid}")
-    path = client.download_artifacts(parent, PLAN_ARTIFACT)
-    saved = SweepPlan.from_json(Path(path).read_text())
-    new_axes = [t.words for t in plan.trials]
-    if (
-        plan.trials
-        and (plan.base or any(new_axes))
-        and ([t.words for t in saved.trials] != new_axes or saved.base != plan.base)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = SweepPlan.from_json(
+            Path(client.download_artifacts(parent, PLAN_ARTIFACT, tmp)).read_text()
+        )
+    given, axes = _identity(plan.base), [t.words for t in plan.trials]
+    # `ife sweep resume=ID` (with at most the store's keys) resumes the saved plan; a command
+    # that describes a sweep must describe this one
+    if (given or any(axes)) and (
+        given != _identity(saved.base) or axes != [t.words for t in saved.trials]
     ):
         raise ConfigError(
             f"resume={parent}: that sweep ran base {saved.base} over "

@@ -1,0 +1,168 @@
+"""``ife report``: a real MLflow store holding a sweep's runs (created directly, with known final
+scores), read back into per-game tables and aggregates checked against numbers worked out by
+hand and against the statistics of ``ife_platform.scores`` (themselves tested against rliable)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from conftest import run_ife
+
+from ife_platform import scores as S
+from ife_platform.config import ConfigError
+from ife_platform.report import label_methods, report
+from ife_platform.sweep import SWEEP_TAG, TRIAL_TAG
+
+# (game, extractor, seed) -> final raw score. der_cnn lacks seed 2 on alien (uneven runs).
+SCORES = {
+    ("alien", "ife", 0): 700.0,
+    ("alien", "ife", 1): 900.0,
+    ("alien", "ife", 2): 800.0,
+    ("ms_pacman", "ife", 0): 1500.0,
+    ("ms_pacman", "ife", 1): 1200.0,
+    ("ms_pacman", "ife", 2): 1800.0,
+    ("alien", "der_cnn", 0): 600.0,
+    ("alien", "der_cnn", 1): 1000.0,
+    ("ms_pacman", "der_cnn", 0): 1300.0,
+    ("ms_pacman", "der_cnn", 1): 1100.0,
+    ("ms_pacman", "der_cnn", 2): 2000.0,
+}
+RANDOM_HUMAN = {"alien": (227.8, 7127.7), "ms_pacman": (307.3, 6951.6)}  # the shipped table
+
+
+def hns(game: str, score: float) -> float:
+    random, human = RANDOM_HUMAN[game]
+    return (score - random) / (human - random)
+
+
+def _store(tmp: Path, total_steps: int = 100_000) -> tuple[str, str]:
+    """A sweep parent and one child run per score (plus a failed trial), as ife sweep leaves."""
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("ife")
+    parent = client.create_run(exp, run_name="grid", tags={"ife.kind": "sweep"}).info.run_id
+    for i, ((game, extractor, seed), score) in enumerate(SCORES.items()):
+        tags = {SWEEP_TAG: parent, TRIAL_TAG: str(i), "mlflow.parentRunId": parent}
+        run = client.create_run(exp, tags=tags).info.run_id
+        params = {
+            "env.game": game,
+            "seed": seed,
+            "model.extractor": extractor,
+            "agent.name": "rainbow_der",
+            "env.protocol": "atari100k",
+            "train.total_steps": total_steps,
+        }
+        for k, v in params.items():
+            client.log_param(run, k, v)
+        client.log_metric(run, "eval/return_mean", score)
+        client.log_metric(run, "eval/episodes", 30)
+        client.log_metric(run, "explain/lift", 1.0 + seed + (extractor == "ife"))
+        client.set_terminated(run)
+    failed = client.create_run(exp, tags={SWEEP_TAG: parent, TRIAL_TAG: "99"}).info.run_id
+    client.set_terminated(failed, status="FAILED")
+    client.set_terminated(parent)
+    return uri, parent
+
+
+def test_report_of_a_sweep_against_hand_worked_numbers(tmp_path: Path) -> None:
+    uri, parent = _store(tmp_path)
+    result = report([parent], tracking_uri=uri, output_dir=str(tmp_path / "out"), reps=300)
+    assert len(result.rows) == len(SCORES)  # the failed trial is left out, with a note
+    assert any("trial 99 has no finished run" in n for n in result.notes)
+    # method = extractor only: agent.name is the same for every run
+    assert {r.method for r in result.rows} == {"ife", "der_cnn"}
+    games = {(g["game"], g["method"]): g for g in result.games}
+    g = games[("alien", "ife")]
+    assert g["score_mean"] == pytest.approx(800.0)  # (700 + 900 + 800) / 3
+    assert g["seeds"] == "0,1,2" and g["runs"] == 3
+    assert g["hns_mean"] == pytest.approx((800.0 - 227.8) / (7127.7 - 227.8))
+    assert g["der_100k"] == pytest.approx(739.9)  # Atari-100k protocol at 100k steps
+    assert g["score_over_der"] == pytest.approx(800.0 / 739.9)
+    assert games[("alien", "der_cnn")]["runs"] == 2
+
+    # aggregates: der_cnn has 2 runs on alien, so every game keeps its first 2 runs
+    ife = np.array(
+        [[hns(g, SCORES[(g, "ife", s)]) for g in ("alien", "ms_pacman")] for s in (0, 1, 2)]
+    )
+    der = np.array(
+        [
+            [hns("alien", 600.0), hns("ms_pacman", 1300.0)],
+            [hns("alien", 1000.0), hns("ms_pacman", 1100.0)],
+        ]
+    )
+    assert any("der_cnn" in n and "ms_pacman" in n for n in result.notes)  # what was dropped
+    want = S.aggregate_table({"der_cnn": der, "ife": ife}, reps=300, seed=0)
+    for method in ("ife", "der_cnn"):
+        for metric in ("iqm", "median", "mean", "optimality_gap"):
+            assert result.aggregates[method][metric] == pytest.approx(want[method][metric])
+    # mean of ife's HNS over 3 seeds x 2 games, by hand
+    assert result.aggregates["ife"]["mean"].point == pytest.approx(ife.mean())
+    assert set(result.improvement) == {("der_cnn", "ife")}
+    assert result.improvement[("der_cnn", "ife")].point == pytest.approx(
+        S.probability_of_improvement(der, ife)
+    )
+    # explain metrics: ife lift 1 + seed + 1 -> mean over seeds 0..2 and games = 3.0
+    assert result.explain["ife"]["explain/lift"].point == pytest.approx(3.0)
+
+    # the files, and the same files as artifacts of the sweep's parent run
+    names = {p.name for p in result.files}
+    assert {"runs.csv", "games.csv", "aggregates.csv", "report.md", "aggregates.png"} <= names
+    assert {
+        "performance_profiles.png",
+        "probability_of_improvement.png",
+        "game_scores.png",
+    } <= names
+    assert result.folder == (tmp_path / "out" / parent / "report").resolve()
+    for png in (p for p in result.files if p.suffix == ".png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(open(result.folder / "games.csv")))
+    assert {r["game"] for r in rows} == {"alien", "ms_pacman"} and len(rows) == 4
+    client = mlflow.MlflowClient(uri)
+    logged = {a.path for a in client.list_artifacts(parent, "report")}
+    assert "report/report.md" in logged and "report/aggregates.png" in logged
+    assert client.get_run(parent).data.metrics["report/ife/hns_iqm"] == pytest.approx(
+        result.aggregates["ife"]["iqm"].point
+    )
+    md = result.markdown
+    assert "| alien | ife | 3 (0,1,2) | 800.0 +- 81.6 | 0.083 | 739.9 | 1.08 |" in md
+
+
+def test_der_column_only_for_the_atari100k_budget(tmp_path: Path) -> None:
+    uri, parent = _store(tmp_path, total_steps=2000)
+    result = report([parent], tracking_uri=uri, output_dir=str(tmp_path / "out"), reps=50)
+    assert all(g["der_100k"] is None for g in result.games)
+    assert "DER's published scores are shown only" in result.markdown
+
+
+def test_methods_label_by_the_keys_that_vary() -> None:
+    from ife_platform.report import RunRow
+
+    rows = [
+        RunRow("a", "train", "pong", 0, {"agent.name": "rainbow_der", "model.extractor": "ife"}),
+        RunRow("b", "train", "pong", 0, {"agent.name": "s3ta", "model.extractor": "s3ta"}),
+    ]
+    assert label_methods(rows, ["agent.name", "model.extractor"]) == [
+        "agent.name",
+        "model.extractor",
+    ]
+    assert [r.method for r in rows] == ["rainbow_der/ife", "s3ta/s3ta"]
+    same = rows[:1]
+    assert label_methods(same, ["agent.name", "model.extractor"]) == ["model.extractor"]
+
+
+def test_bad_references_are_refused(tmp_path: Path) -> None:
+    uri, parent = _store(tmp_path)
+    client = mlflow.MlflowClient(uri)
+    running = client.create_run(client.get_run(parent).info.experiment_id).info.run_id
+    with pytest.raises(ConfigError, match="no run 'nope'"):
+        report(["nope"], tracking_uri=uri, output_dir=str(tmp_path), reps=10)
+    with pytest.raises(ConfigError, match="is RUNNING, not FINISHED"):
+        report([running], tracking_uri=uri, output_dir=str(tmp_path), reps=10)
+    proc = run_ife(tmp_path, ["report", "nope", f"tracking.uri={uri}"], expect=2)
+    assert "no run 'nope'" in proc.stderr
+    proc = run_ife(tmp_path, ["report", parent, "--reps", "0", f"tracking.uri={uri}"], expect=2)
+    assert "--reps must be >= 1" in proc.stderr
