@@ -711,7 +711,10 @@ def run_sweep(
         env = {"OMP_NUM_THREADS": str(threads)}
         if st.action == "explain":
             st.status = "explaining"
-            cmd = job_command("explain", [str(st.run_id), f"tracking.uri={uri}"])
+            out_dir = Path(cfg.tracking.output_dir).resolve()
+            cmd = job_command(
+                "explain", [str(st.run_id), f"tracking.uri={uri}", f"tracking.output_dir={out_dir}"]
+            )
         else:
             st.status = "running"
             cmd = job_command(plan.command, trial_words(st))
@@ -741,7 +744,8 @@ def run_sweep(
                 _end_job(client, exp_id, parent, plan, st, rc, text, out, stop["signum"])
                 if st.status == "pending":  # trained; its explain job comes next
                     pending.insert(0, st)
-                print_fn(f"trial #{st.trial.index} {st.trial.name}: {st.status} {st.note}".rstrip())
+                said = "trained; ife explain next" if st.status == "pending" else st.status
+                print_fn(f"trial #{st.trial.index} {st.trial.name}: {said} {st.note}".rstrip())
             while pending and backend.free() > 0 and stop["signum"] is None:
                 launch(pending.pop(0))
                 changed = True

@@ -256,7 +256,15 @@ def test_a_stopped_sweep_resumes_its_killed_trial_from_the_checkpoint(workdir: P
     """SIGTERM to the sweep: the trial checkpoints (KILLED); the resumed sweep continues that
     same run from its checkpoint to the end of its budget."""
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    args = ["sweep", *MICRO, "train.total_steps=600", "sweep.grid.seed=[0]", *_tracking(workdir)]
+    explain = [  # ife explain on the finished trial, as small as it goes
+        "sweep.explain=true", "explain.max_steps=40", "explain.analysis_frames=4",
+        "explain.leakage_frames=1", "explain.deletion_steps=2", "explain.random_orders=1",
+        "explain.video=false",
+    ]  # fmt: skip
+    args = [
+        "sweep", *MICRO, "train.total_steps=300", "sweep.grid.seed=[0]", *explain,
+        *_tracking(workdir),
+    ]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "ife_platform.cli", *args],
         cwd=workdir, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -282,10 +290,13 @@ def test_a_stopped_sweep_resumes_its_killed_trial_from_the_checkpoint(workdir: P
     assert client.get_run(parent).info.status == "FINISHED"
     (again,) = _children(uri, parent)  # the same run, not a new one
     assert again.info.run_id == kid.info.run_id and again.info.status == "FINISHED"
-    assert client.get_metric_history(again.info.run_id, "eval/return_mean")[-1].step >= 600
+    assert client.get_metric_history(again.info.run_id, "eval/return_mean")[-1].step >= 300
     log = Path(workdir / "out" / parent / "trials" / "0000.log").read_text()
     assert f"resume={kid.info.run_id}" in log and "Restored all states" in log
+    assert "trial #0 seed=0: trained; ife explain next" in done.stdout
     assert "trial #0 seed=0: finished" in done.stdout
+    explained = client.get_run(kid.info.run_id).data.metrics
+    assert any(k.startswith("explain/") for k in explained)  # logged to the trial's run
 
 
 @pytest.mark.slow
