@@ -68,15 +68,9 @@ class RunRow:
 
 def _sweep_children(client: Any, parent: Any) -> tuple[list[Any], list[str]]:
     """The newest FINISHED run of each trial of a sweep, and notes on trials without one."""
-    from ife_platform.sweep import SWEEP_TAG, TRIAL_TAG
+    from ife_platform.sweep import TRIAL_TAG, trial_runs
 
-    exp = parent.info.experiment_id
-    runs = client.search_runs(
-        [exp],
-        filter_string=f"tags.{SWEEP_TAG} = '{parent.info.run_id}'",
-        order_by=["attributes.start_time ASC"],
-        max_results=50_000,
-    )
+    runs = trial_runs(client, parent.info.experiment_id, parent.info.run_id)
     newest: dict[str, Any] = {}
     finished: dict[str, Any] = {}
     for run in runs:

@@ -23,7 +23,7 @@ import io
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import resources
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -254,6 +254,24 @@ def _stratified_resamples(
         yield s[rows, cols]  # [n, runs, games]: column g only draws from column g
 
 
+def _replicates(
+    s: NDArray[np.float64],
+    statistic: Callable[[NDArray[np.float64]], Any],
+    reps: int,
+    seed: int,
+    shape: tuple[int, ...],
+) -> NDArray[np.float64]:
+    """``statistic`` of ``reps`` stratified resamples of ``s`` (``[reps, *shape]``)."""
+    rng = np.random.default_rng(seed)
+    estimates = np.empty((reps, *shape), dtype=np.float64)
+    i = 0
+    for resampled in _stratified_resamples(s, reps, rng):
+        for m in resampled:
+            estimates[i] = statistic(m)
+            i += 1
+    return estimates
+
+
 def _percentile_interval(
     estimates: NDArray[np.float64], alpha: float
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -308,13 +326,7 @@ def stratified_bootstrap_ci(
     if s.ndim != 2 or s.shape[0] < 1 or s.shape[1] < 1:
         raise ValueError(f"scores must be a non-empty [runs, games] matrix, got shape {s.shape}")
     _check_bootstrap_args(reps, alpha)
-    rng = np.random.default_rng(seed)
-    estimates = np.empty(reps, dtype=np.float64)
-    i = 0
-    for resampled in _stratified_resamples(s, reps, rng):
-        for m in resampled:
-            estimates[i] = statistic(m)
-            i += 1
+    estimates = _replicates(s, statistic, reps, seed, ())
     low, high = _percentile_interval(estimates, alpha)
     return BootstrapCI(point=float(statistic(s)), low=float(low), high=float(high))
 
@@ -681,13 +693,7 @@ def aggregate_table(
 
     table: dict[str, dict[str, BootstrapCI]] = {}
     for method, s in matrices.items():
-        rng = np.random.default_rng(seed)
-        estimates = np.empty((reps, len(AGGREGATES)), dtype=np.float64)
-        i = 0
-        for resampled in _stratified_resamples(s, reps, rng):
-            for m in resampled:
-                estimates[i] = stats(m)
-                i += 1
+        estimates = _replicates(s, stats, reps, seed, (len(AGGREGATES),))
         low, high = _percentile_interval(estimates, alpha)
         point = stats(s)
         table[method] = {

@@ -51,6 +51,7 @@ __all__ = [
     "plan_sweep",
     "run_sweep",
     "sweep_words",
+    "trial_runs",
 ]
 
 #: ``ife sweep`` exits with ``EXIT_TRIALS_FAILED + N`` (at most 127) when N trials failed.
@@ -534,16 +535,20 @@ def status_table(states: Sequence[TrialState], workers: int, now: float) -> str:
     return "\n".join(lines)
 
 
-def _latest_trial_runs(client: Any, exp_id: str, parent: str) -> dict[int, Any]:
-    """The newest child run of each trial index of a sweep."""
-    runs = client.search_runs(
+def trial_runs(client: Any, exp_id: str, parent: str) -> list[Any]:
+    """Every trial run of the sweep ``parent`` (all attempts), oldest first."""
+    return client.search_runs(
         [exp_id],
         filter_string=f"tags.{SWEEP_TAG} = '{parent}'",
         order_by=["attributes.start_time ASC"],
         max_results=50_000,
     )
+
+
+def _latest_trial_runs(client: Any, exp_id: str, parent: str) -> dict[int, Any]:
+    """The newest child run of each trial index of a sweep."""
     latest: dict[int, Any] = {}
-    for run in runs:
+    for run in trial_runs(client, exp_id, parent):
         index = run.data.tags.get(TRIAL_TAG)
         if index is not None and index.isdigit():
             latest[int(index)] = run
