@@ -296,9 +296,10 @@ class AtariVecEnv(EnvBase):
         """
         action = tensordict.get("action").numpy()
         if self._fire_pending.any():
-            # The step after a lost life presses FIRE (module docstring); the data says so.
+            # The step after a lost life presses FIRE (module docstring); the data says so. In
+            # place: collectors keep the action in a preallocated buffer this tensor views.
             action = np.where(self._fire_pending, self.fire_action, action)
-            tensordict.set("action", torch.from_numpy(action))
+            tensordict.get("action").copy_(torch.from_numpy(action))
         obs, reward, terminated, truncated, info = self._vec.step(action)
         n1 = (self.num_envs, 1)
         flags = np.empty((4, *n1), dtype=bool)  # done, terminated, truncated, life_lost
