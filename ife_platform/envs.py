@@ -24,10 +24,10 @@ resize; checked in the tests) and also returns the raw 210x160 RGB frame of ever
 The start and end of a game follow one definition in both (docs/design.md, "Evaluation
 protocol"; checked in the tests):
 
-- **no-op start**: after a reset, ``k ~ U{0, ..., noop_max - 1}`` raw emulator frames of NOOP,
-  the last of them replaced by one FIRE frame with ``fire_reset`` in games with FIRE (ale-py
-  0.12's ``PreprocessedAtariEnv::reset``): at most ``noop_max - 1`` frames, never a frame-skipped
-  agent step;
+- **no-op start**: after a reset, ``k ~ U{0, ..., noop_max - 1}`` raw emulator frames of NOOP;
+  with ``fire_reset`` in games with FIRE, ``max(k - 1, 0)`` NOOP frames and then one FIRE frame
+  (ale-py 0.12's ``PreprocessedAtariEnv::reset``): at most ``noop_max - 1`` frames, never a
+  frame-skipped agent step;
 - **episode cap**: a game is truncated after the agent step at which its agent steps reach
   ``max_episode_frames`` emulator frames (``ceil(max_episode_frames / frame_skip)`` steps:
   27,000 for 108k frames); the no-op start frames do not count, as in ale-py's vector env;
@@ -442,7 +442,7 @@ class AtariEvalEnv:
         frame_skip: emulator frames per agent step.
         frame_stack: stacked frames per observation.
         max_episode_frames: emulator-frame cap of a game (agent-step frames).
-        fire_reset: press FIRE (one raw frame, the last of the no-op start) after resets in
+        fire_reset: press FIRE (one raw frame, ending the no-op start) after resets in
             games with FIRE.
         fire_on_life_loss: the agent step after a lost life presses FIRE in games with FIRE
             (:attr:`forced_action` says so before the step).
@@ -534,8 +534,8 @@ class AtariEvalEnv:
         """Start a new game. Returns (obs uint8 [stack, 84, 84], RGB frame [210, 160, 3]).
 
         The no-op start is ale-py's (module docstring): ``k ~ U{0, ..., noop_max - 1}`` raw
-        frames, the last one FIRE with ``fire_reset``; the first observation is the screen
-        after them.
+        NOOP frames (with ``fire_reset``: ``max(k - 1, 0)`` of them, then one FIRE frame); the
+        first observation is the screen after them.
         """
         import ale_py
 
