@@ -16,7 +16,8 @@ class SequenceEvaluation(L.Callback):
     Evaluation happens at the first update at or after each multiple of ``every`` (updates
     only start after ``learning_starts``), except at the end of the task, which the sequence
     runner evaluates itself (a row of the matrix R). Results go to the task's MLflow run as
-    ``eval/<game>/return_mean`` with the sequence-wide agent step (``offset`` + the task's
+    ``eval/<game>/return_mean`` (and ``eval/<game>/truncated``, the games a cap ended) with
+    the sequence-wide agent step (``offset`` + the task's
     steps) and to ``on_result`` (the runner's learning curves). The evaluation uses a copy of
     the network in eval mode and its own seeded emulators: training is not perturbed.
 
@@ -57,6 +58,8 @@ class SequenceEvaluation(L.Callback):
         step = self.offset + steps
         if trainer.global_rank == 0 and trainer.logger is not None:
             metrics = {f"eval/{g}/return_mean": r.mean_return for g, r in results.items()}
+            # games a cap ended (sequence.eval_max_steps cuts long games short)
+            metrics.update({f"eval/{g}/truncated": r.num_truncated for g, r in results.items()})
             trainer.logger.log_metrics(metrics, step=step)
         self.on_result(step, results, seconds)
 

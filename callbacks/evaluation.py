@@ -14,13 +14,16 @@ from ife_platform.evaluation import evaluate
 class FinalEvaluation(L.Callback):
     """After training, play evaluation games and log raw scores, HNS and a mask video (rank 0).
 
-    The network is evaluated with noise off (eval mode) and the evaluation epsilon. The mp4
-    shows the attention mask over the raw 210x160 screen, one mask per agent step.
+    The network is evaluated with noise off (eval mode) and the evaluation epsilon, under the
+    evaluation protocol of ``env_kwargs`` (docs/design.md): ``eval/truncated`` counts the games
+    a cap ended and ``eval/cap_frames`` is the cap. The mp4 shows the attention mask over the
+    raw 210x160 screen, one mask per agent step.
 
     Args:
         episodes: evaluation games.
         epsilon: evaluation epsilon.
-        max_steps: agent-step cap per game.
+        max_steps: a step cap per game on top of the episode cap of ``env_kwargs`` (None:
+            that cap alone, the protocol).
         video: record the first game.
         video_max_steps: steps recorded at most.
         out_dir: where the mp4 is written before it is logged.
@@ -33,7 +36,7 @@ class FinalEvaluation(L.Callback):
         *,
         episodes: int,
         epsilon: float,
-        max_steps: int,
+        max_steps: int | None,
         video: bool,
         video_max_steps: int,
         out_dir: Path,

@@ -59,6 +59,7 @@ def cmd_evaluate(args: list[str]) -> int:
     print(f"{agent.cfg.env.game}: {len(result.returns)} games")
     for i, (ret, length) in enumerate(zip(result.returns, result.lengths, strict=True)):
         print(f"  game {i}: raw score {ret:.1f} in {length} steps")
+    print(f"  {result.cap_note()}")
     hns = f"  HNS {result.hns:.3f}" if result.hns is not None else "  (no HNS reference)"
     print(f"  mean {result.mean_return:.1f}{hns}")
     if result.video_path is not None:

@@ -57,13 +57,23 @@ class EnvConfig:
     num_envs: int = 1  # parallel emulators per rank (the Fast-Rainbow profile uses 64)
     sticky_actions: float = 0.0  # repeat_action_probability: 0 (Atari-100k) or 0.25 (Machado)
     full_action_space: bool = False  # 18 actions instead of the game's minimal set
-    noop_max: int = 30  # up to this many no-ops after every reset
+    # no-op start after every reset: U{0..noop_max-1} raw emulator frames (ale-py's count;
+    # training and evaluation alike, docs/design.md "Evaluation protocol")
+    noop_max: int = 30
     frame_skip: int = 4  # emulator frames per agent step (max over the last 2)
     frame_stack: int = 4  # stacked 84x84 gray frames
-    max_episode_frames: int = 108_000  # 27k agent steps
-    life_loss_terminal: bool = True  # life loss ends the n-step window for learning only
+    # episode cap in emulator frames of agent steps (27k agent steps): every evaluation game of
+    # every agent, and training games unless train_max_episode_frames is set
+    max_episode_frames: int = 108_000
+    # a shorter cap for training games only (null: max_episode_frames); A3C-LSTM: 40,000
+    train_max_episode_frames: int | None = None
+    # life loss ends the return for learning (n-step window / GAE: no bootstrap across it) and
+    # resets a recurrent agent's state, in training and evaluation; scores stay whole games
+    life_loss_terminal: bool = True
     reward_clip: bool = True  # sign-clip rewards for learning (scores stay raw)
     fire_reset: bool = False  # press FIRE after reset (not part of the Atari-100k protocol)
+    # the agent step after a lost life presses FIRE in games with FIRE (the A3C reference)
+    fire_on_life_loss: bool = False
     num_threads: int = 0  # ale-py worker threads (0 = one per env up to the core count)
 
 
@@ -171,7 +181,9 @@ class TrackingConfig:
     video: bool = True  # mp4 of an evaluation episode with the mask at the end of training
     video_max_steps: int = 1000  # agent steps in that episode at most
     eval_episodes: int = 3  # raw-score evaluation episodes at the end of training (0: none)
-    eval_max_steps: int = 27_000  # agent steps per evaluation episode at most
+    # a step cap per evaluation game on top of env.max_episode_frames (null: that cap alone,
+    # the protocol); a game it cuts short counts in eval/truncated
+    eval_max_steps: int | None = None
     output_dir: str = "outputs"  # local checkpoints and videos (also logged as artifacts)
     parent_run: str | None = None  # create the run nested under this MLflow run (ife sweep)
     tags: dict[str, str] = field(default_factory=dict)  # more tags of a new run
@@ -215,7 +227,9 @@ class SequenceConfig:
     steps_per_task: int = 100_000
     eval_every: int = 25_000  # agent steps between evaluations of every game
     eval_episodes: int = 3  # games per game per evaluation point (played in parallel envs)
-    eval_max_steps: int = 4_500  # agent steps per evaluation game at most
+    # agent steps per evaluation game at most: 4,500 steps (18k frames) cut long games short of
+    # the 108k-frame protocol cap; the report says so and counts the games it cut
+    eval_max_steps: int = 4_500
     mode: str = "finetune"  # transfer mode(s), combined with '+': e.g. freeze_hue+reset_afe
     head: str = "shared"  # shared (one 18-action head) | per_game
     replay: str = "reset"  # reset | keep the buffer at task switches
@@ -641,6 +655,7 @@ DOMAINS: dict[str, Domain] = {
     "env.frame_skip": at_least(1),
     "env.frame_stack": at_least(1),
     "env.max_episode_frames": at_least(1),
+    "env.train_max_episode_frames": or_null(at_least(1)),
     "env.num_threads": at_least(0),
     "model.width": at_least(1),
     "model.hue_window": at_least(1),
@@ -683,7 +698,7 @@ DOMAINS: dict[str, Domain] = {
     "trainer.log_every_updates": at_least(1),
     "tracking.video_max_steps": at_least(1),
     "tracking.eval_episodes": at_least(0),
-    "tracking.eval_max_steps": at_least(1),
+    "tracking.eval_max_steps": or_null(at_least(1)),
     "train.total_steps": at_least(1),
     "train.nan_policy": one_of("stop", "skip_batch"),
     "explain.episodes": at_least(1),

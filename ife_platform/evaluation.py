@@ -16,17 +16,34 @@ from ife_platform.extractors.base import mask_entropy
 from ife_platform.policies import is_recurrent
 from ife_platform.rainbow.heads import NoisyLinear
 from ife_platform.scores import has_reference, human_normalized_score
-from ife_platform.seeding import TORCH_SEED_BITS, ale_env_seeds, fold_seed
+from ife_platform.seeding import TORCH_SEED_BITS, fold_seed
 from ife_platform.video import MaskVideoRecorder
 
 
 @dataclass
 class EvalResult:
-    """Scores of evaluation episodes (raw = unclipped, all lives)."""
+    """Scores of evaluation episodes (raw = unclipped, all lives) and the cap they ran under.
+
+    Attributes:
+        game: ale-py game id.
+        returns: raw score per game.
+        lengths: agent steps per game.
+        truncated: per game, whether a cap ended it (the episode cap
+            ``max_episode_frames`` or the step cap ``max_steps``) rather than a game over.
+        max_episode_frames: the episode cap in emulator frames (None: not recorded).
+        max_steps: the step cap per game on top of it (None: none).
+        frame_skip: emulator frames per agent step.
+        video_path: the mask video of the first game, if one was written.
+        mask_entropy: mean mask entropy over the played steps (attention extractors).
+    """
 
     game: str
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)
+    max_episode_frames: int | None = None
+    max_steps: int | None = None
+    frame_skip: int = 4
     video_path: Path | None = None
     mask_entropy: float | None = None
 
@@ -42,14 +59,54 @@ class EvalResult:
             return None
         return human_normalized_score(self.game, self.mean_return)
 
+    @property
+    def num_truncated(self) -> int:
+        """Games a cap ended before their game over."""
+        return int(sum(self.truncated))
+
+    @property
+    def cap_frames(self) -> int | None:
+        """The cap a game ran under, in emulator frames of agent steps (None: not recorded).
+
+        The smaller of ``max_episode_frames`` and ``max_steps * frame_skip``.
+        """
+        caps = [c for c in (self.max_episode_frames, self._step_cap_frames) if c is not None]
+        return min(caps) if caps else None
+
+    @property
+    def _step_cap_frames(self) -> int | None:
+        return None if self.max_steps is None else self.max_steps * self.frame_skip
+
+    @property
+    def short_cap(self) -> bool:
+        """The step cap is shorter than the episode cap: long games are cut short."""
+        step = self._step_cap_frames
+        return step is not None and (
+            self.max_episode_frames is None or step < self.max_episode_frames
+        )
+
+    def cap_note(self) -> str:
+        """One line on the cap: what it was and how many games it ended."""
+        cap = self.cap_frames
+        text = "no cap recorded" if cap is None else f"capped at {cap:,} emulator frames"
+        if cap is not None and self.short_cap:
+            text += (
+                f" ({self.max_steps:,} agent steps, shorter than the "
+                f"{self.max_episode_frames or 0:,}-frame episode cap)"
+            )
+        return f"{text}; {self.num_truncated} of {len(self.returns)} games ended by the cap"
+
     def metrics(self, prefix: str = "eval/") -> dict[str, float]:
-        """Flat metrics for MLflow."""
+        """Flat metrics for MLflow (``truncated``: games ended by the cap; ``cap_frames``)."""
         out = {
             f"{prefix}return_mean": self.mean_return,
             f"{prefix}return_std": float(np.std(self.returns)) if self.returns else float("nan"),
             f"{prefix}length_mean": float(np.mean(self.lengths)) if self.lengths else float("nan"),
             f"{prefix}episodes": float(len(self.returns)),
+            f"{prefix}truncated": float(self.num_truncated),
         }
+        if self.cap_frames is not None:
+            out[f"{prefix}cap_frames"] = float(self.cap_frames)
         if self.hns is not None:
             out[f"{prefix}hns"] = self.hns
         if self.mask_entropy is not None:
@@ -75,6 +132,8 @@ class StepView:
         state: a recurrent agent's state as it entered this step (rows ``[1, ...]``, already
             zeroed at a game's first step), or None: with it, the step can be replayed on a
             perturbed observation (``ife explain``).
+        first: this step starts a sequence for the agent (a game's first step, or a new
+            life's under ``life_loss_terminal``): a recurrent state was zeroed before it.
     """
 
     episode: int
@@ -87,6 +146,7 @@ class StepView:
     env: AtariEvalEnv
     heads: torch.Tensor | None = None
     state: tuple[torch.Tensor, ...] | None = None
+    first: bool = False
 
 
 class ActingPolicy:
@@ -161,7 +221,7 @@ def play(
     episodes: int,
     epsilon: float,
     seed: int,
-    max_steps: int,
+    max_steps: int | None = None,
     observer: Callable[[StepView], None] | None = None,
     noise: bool = False,
 ) -> EvalResult:
@@ -170,20 +230,26 @@ def play(
     The one evaluation loop of the platform: :func:`evaluate` and ``ife explain`` differ only
     in their observer. The network's train/eval flag is restored afterwards.
 
+    The protocol is the env's (docs/design.md, "Evaluation protocol"): its no-op starts, its
+    episode cap (``env.max_episode_frames``), FIRE after a lost life where it forces it, and a
+    recurrent state zeroed at every game start and, where the env says a life starts a new
+    sequence (``life_loss_terminal``), after every lost life.
+
     Args:
         network: a Q-network or a recurrent actor-critic (any extractor).
         env: an :class:`AtariEvalEnv` with the network's action set.
         episodes: number of games.
         epsilon: evaluation epsilon.
         seed: seeds epsilon's generator.
-        max_steps: agent-step cap per game.
+        max_steps: a step cap per game on top of the env's episode cap (None: the env's cap
+            alone). Games it or the env's cap ends are marked ``truncated``.
         observer: called at every step with a :class:`StepView`.
         noise: keep the noisy layers sampling, with fresh noise every step (as the DER actor
             explores in training). A diagnostic: the DER references (Kaixhin/Rainbow,
             Dopamine) evaluate with noise off, the default.
 
     Returns:
-        Raw scores and lengths of the games.
+        Raw scores, lengths and truncation flags of the games, with the caps.
     """
     policy = ActingPolicy(network)
     if env.num_actions != policy.num_actions:
@@ -191,6 +257,8 @@ def play(
             f"the network has {policy.num_actions} actions but {env.game} has "
             f"{env.num_actions} with this action set (check env.full_action_space)"
         )
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
     was_training = network.training
     network.eval()
     noisy = [m for m in network.modules() if isinstance(m, NoisyLinear)] if noise else []
@@ -200,21 +268,29 @@ def play(
     gen_seed = fold_seed(seed, TORCH_SEED_BITS)
     noise_gen = torch.Generator(device=device).manual_seed(gen_seed) if noisy else None
     rng = np.random.default_rng(seed)
-    result = EvalResult(env.game)
+    result = EvalResult(
+        env.game,
+        max_episode_frames=env.max_episode_frames,
+        max_steps=max_steps,
+        frame_skip=env.frame_skip,
+    )
     with torch_threads(1):
         try:
             for episode in range(episodes):
                 obs, frame = env.reset()
                 policy.reset(1)
-                total, steps = 0.0, 0
-                while steps < max_steps:
+                total, steps, over = 0.0, 0, False
+                while max_steps is None or steps < max_steps:
                     x = torch.from_numpy(obs).unsqueeze(0).to(device)
                     for m in noisy:
                         m.reset_noise(noise_gen)
-                    q = policy.scores(x, torch.tensor([steps == 0]))[0]
+                    first = steps == 0 or env.starts_life
+                    q = policy.scores(x, torch.tensor([first]))[0]
                     action = int(q.argmax().item())
                     if epsilon > 0 and rng.random() < epsilon:
                         action = int(rng.integers(env.num_actions))
+                    if env.forced_action is not None:
+                        action = env.forced_action  # FIRE after a lost life: what is played
                     if observer is not None:
                         mask, heads = policy.attention_mask, policy.head_masks
                         state = policy.input_state if policy.recurrent else None
@@ -229,6 +305,7 @@ def play(
                             env,
                             heads=None if heads is None else heads[0].float().cpu(),
                             state=None if state is None else tuple(s.cpu() for s in state),
+                            first=first,
                         )
                         observer(view)
                     obs, reward, over, truncated, frame = env.step(action)
@@ -238,6 +315,7 @@ def play(
                         break
                 result.returns.append(total)
                 result.lengths.append(steps)
+                result.truncated.append(not over)
         finally:
             network.train(was_training)
     return result
@@ -250,7 +328,7 @@ def evaluate(
     episodes: int = 1,
     epsilon: float = 0.0,
     seed: int = 0,
-    max_steps: int = 27_000,
+    max_steps: int | None = None,
     video_path: str | Path | None = None,
     video_max_steps: int = 1000,
     env_kwargs: dict | None = None,
@@ -267,7 +345,8 @@ def evaluate(
         episodes: number of games.
         epsilon: evaluation epsilon.
         seed: seeds the emulator, the no-op starts and epsilon.
-        max_steps: agent-step cap per game.
+        max_steps: a step cap per game on top of the episode cap (None: the protocol's
+            ``max_episode_frames`` of ``env_kwargs`` alone).
         video_path: where to write the mp4 of the first game (mask over the raw 210x160 frame,
             nearest upsampling so cells stay visible). None writes no video. Extractors without
             an attention mask get the raw frames only.
@@ -313,37 +392,48 @@ def evaluate_parallel(
     game: str,
     *,
     episodes: int,
-    max_steps: int,
+    max_steps: int | None = None,
     epsilon: float = 0.0,
     seed: int = 0,
     env_kwargs: dict | None = None,
     act: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EvalResult:
-    """Play ``episodes`` whole games at once in one ale-py vector env (batched forwards).
+    """Play ``episodes`` whole games at once in one vector env (batched forwards).
 
-    Each env's first game counts; envs that finish early keep stepping (autoreset) but are
-    no longer scored. A game still running after ``max_steps`` agent steps is scored with what
-    it has (its length then equals ``max_steps``). Scores are raw (unclipped, all lives).
+    The env is :class:`~ife_platform.envs.AtariVecEnv`, the training env, so the protocol is
+    training's (no-op starts, episode cap, FIRE after a lost life where the protocol presses
+    it); a recurrent state is zeroed at every game start and, with ``life_loss_terminal`` in
+    ``env_kwargs``, after every lost life. Each env's first game counts; envs that finish
+    early keep stepping (autoreset) but are no longer scored. A game still running after
+    ``max_steps`` agent steps is scored with what it has (its length then equals
+    ``max_steps``) and marked ``truncated``, as is a game the episode cap ended. Scores are raw
+    (unclipped, all lives).
 
     Args:
-        network: the Q-network (put in eval mode here, flag restored).
+        network: the Q-network or recurrent actor-critic (put in eval mode here, flag
+            restored).
         game: ale-py game id.
         episodes: games, one per env.
-        max_steps: agent-step cap per game.
+        max_steps: a step cap per game on top of the episode cap (None: that cap alone).
         epsilon: evaluation epsilon.
         seed: seeds the emulators and epsilon.
-        env_kwargs: protocol settings (same keys as :class:`AtariEvalEnv`).
-        act: optional ``obs -> actions`` override (default: greedy on ``q_values``).
+        env_kwargs: protocol settings (the keys of :class:`AtariEvalEnv`,
+            :func:`~ife_platform.envs.eval_env_kwargs`).
+        act: optional ``obs -> actions`` override (default: greedy on the network's scores).
     """
-    from ife_platform.envs import make_vector_env
+    from ife_platform.envs import AtariVecEnv
 
-    vec = make_vector_env(game, episodes, **(env_kwargs or {}))
+    kwargs = dict(env_kwargs or {})
+    life_resets = bool(kwargs.pop("life_loss_terminal", False))
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
+    env = AtariVecEnv(game, episodes, seed=seed, **kwargs)
     policy = ActingPolicy(network)
-    if int(vec.single_action_space.n) != policy.num_actions:
-        vec.close()
+    if env.num_actions != policy.num_actions:
+        env.close()
         raise ValueError(
             f"the network has {policy.num_actions} actions but {game} has "
-            f"{int(vec.single_action_space.n)} with this action set (check full_action_space)"
+            f"{env.num_actions} with this action set (check full_action_space)"
         )
     was_training = network.training
     network.eval()
@@ -351,31 +441,52 @@ def evaluate_parallel(
     rng = np.random.default_rng(seed)
     returns = np.zeros(episodes, dtype=np.float64)
     lengths = np.zeros(episodes, dtype=np.int64)
+    truncated = np.zeros(episodes, dtype=bool)
     running = np.ones(episodes, dtype=bool)
     with torch_threads(1):
         try:
-            obs, _ = vec.reset(seed=ale_env_seeds(seed, episodes))
+            td = env.reset()
             policy.reset(episodes)
-            first = torch.ones(episodes, dtype=torch.bool)
-            for _ in range(max_steps):
-                x = torch.from_numpy(np.asarray(obs)).to(device)
+            steps = 0
+            while running.any():
+                if max_steps is not None and steps >= max_steps:
+                    truncated |= running  # cut by the step cap
+                    break
+                obs = td["pixels"]
+                first = td["is_init"].squeeze(-1)
+                if life_resets:
+                    first = first | td["life_lost"].squeeze(-1)
+                x = obs.to(device)
                 action = (act(x) if act else policy.scores(x, first).argmax(-1)).cpu().numpy()
                 if epsilon > 0:
                     explore = rng.random(episodes) < epsilon
                     action = np.where(
                         explore, rng.integers(0, policy.num_actions, episodes), action
                     )
-                obs, reward, terminated, truncated, _ = vec.step(action.astype(np.int64))
+                td["action"] = torch.from_numpy(action.astype(np.int64))
+                td, root = env.step_and_maybe_reset(td)
+                nxt = td["next"]
+                reward = nxt["reward"].squeeze(-1).numpy()
+                over = nxt["terminated"].squeeze(-1).numpy()
+                cut = nxt["truncated"].squeeze(-1).numpy()
                 returns[running] += reward[running]
                 lengths[running] += 1
-                running &= ~(terminated | truncated)
-                first = torch.from_numpy(terminated | truncated)  # autoreset: a new game
-                if not running.any():
-                    break
+                truncated |= running & cut & ~over
+                running &= ~(over | cut)
+                td = root
+                steps += 1
         finally:
-            vec.close()
+            env.close()
             network.train(was_training)
-    return EvalResult(game, returns.tolist(), lengths.tolist())
+    return EvalResult(
+        game,
+        returns.tolist(),
+        lengths.tolist(),
+        truncated.tolist(),
+        max_episode_frames=int(kwargs.get("max_episode_frames", 108_000)),
+        max_steps=max_steps,
+        frame_skip=int(kwargs.get("frame_skip", 4)),
+    )
 
 
 _FULL_SCREEN = np.array([[[0.0, 210.0, 0.0, 160.0]]])

@@ -76,6 +76,7 @@ class RunResult:
             hns = f", HNS {r.hns:.3f}" if r.hns is not None else ""
             lines.append(
                 f"evaluation: {len(r.returns)} games, mean raw score {r.mean_return:.1f}{hns}"
+                f" ({r.cap_note()})"
             )
         lines.append(f"MLflow run {self.run_id} in {self.tracking_uri}")
         lines.append(f"checkpoints: {self.checkpoint_dir}")

@@ -140,7 +140,12 @@ class RegistryContinual:
         if replay is not None:
             task.replay = replay
 
-    def evaluate(self, network: nn.Module, game: str, cfg: DictConfig) -> EvalResult:  # noqa: D102
+    def evaluate(self, network: nn.Module, game: str, cfg: DictConfig) -> EvalResult:
+        """``sequence.eval_episodes`` games in parallel, capped at ``sequence.eval_max_steps``.
+
+        The step cap comes on top of the protocol's episode cap (``env.max_episode_frames``);
+        the result marks the games either cap ended (:func:`eval_cap`, the report's note).
+        """
         q = cfg.sequence
         return evaluate_parallel(
             network,
@@ -299,7 +304,15 @@ class SequenceRunner:
         curves["steps"].append(step)
         for g, r in results.items():
             curves["returns"].setdefault(g, []).append(r.mean_return)
+        self._count_truncated(results.values())
         self.progress["eval_seconds"] += seconds
+
+    def _count_truncated(self, results: Any) -> None:
+        """Add evaluation games, and those a cap ended, to the progress record's counts."""
+        cap = self.progress.setdefault("eval_cap", eval_cap(self.cfg))
+        for r in results:
+            cap["games"] += len(r.returns)
+            cap["truncated"] += r.num_truncated
 
     # -- task switching -----------------------------------------------------------------------
     def _prepare(self, k: int, game: str) -> Callable[[nn.Module, nn.Module | None], None]:
@@ -382,9 +395,11 @@ class SequenceRunner:
                 "completed": [],
                 "curves": {"steps": [], "returns": {}},
                 "reference": {},
+                "eval_cap": eval_cap(cfg),
                 "eval_seconds": 0.0,
                 "wall_seconds": 0.0,
             }
+            client.set_tag(parent, "ife.eval_cap", cap_text(self.progress["eval_cap"]))
         out = Path(cfg.tracking.output_dir).resolve() / parent
         out.mkdir(parents=True, exist_ok=True)
         print(f"sequence {q.name}: {self.games}, mode {q.mode}, parent run {parent}")
@@ -473,6 +488,7 @@ class SequenceRunner:
         self._record_eval(step, results, 0.0)
         for g, r in results.items():
             client.log_metric(parent, f"eval/{g}/return_mean", r.mean_return, step=step)
+            client.log_metric(parent, f"eval/{g}/truncated", r.num_truncated, step=step)
         self._update_wall(t_start)
         _write_json(out / PROGRESS, self.progress)
         client.log_artifact(parent, str(out / PROGRESS))
@@ -487,6 +503,7 @@ class SequenceRunner:
         def record(step: int, results: dict[str, EvalResult], seconds: float) -> None:
             curve["steps"].append(step)
             curve["returns"].append(results[game].mean_return)
+            self._count_truncated(results.values())
             self.progress["eval_seconds"] += seconds
 
         def evaluate_one(network: nn.Module) -> dict[str, EvalResult]:
@@ -523,6 +540,37 @@ class SequenceRunner:
 
 
 # -- report ----------------------------------------------------------------------------------
+
+
+def eval_cap(cfg: DictConfig) -> dict[str, Any]:
+    """The cap of a sequence's evaluation games, with counters of games played and cut.
+
+    ``short`` says the step cap (``sequence.eval_max_steps``) ends games before the
+    protocol's episode cap (``env.max_episode_frames``): long games are then scored on their
+    first part only, and the report says so.
+    """
+    steps, fs = int(cfg.sequence.eval_max_steps), int(cfg.env.frame_skip)
+    frames = int(cfg.env.max_episode_frames)
+    return {
+        "max_steps": steps,
+        "frame_skip": fs,
+        "max_episode_frames": frames,
+        "cap_frames": min(steps * fs, frames),
+        "short": steps * fs < frames,
+        "games": 0,
+        "truncated": 0,
+    }
+
+
+def cap_text(cap: dict[str, Any]) -> str:
+    """One line on a sequence's evaluation cap (:func:`eval_cap`)."""
+    text = f"evaluation games capped at {cap['cap_frames']:,} emulator frames"
+    if cap["short"]:
+        text += (
+            f" ({cap['max_steps']:,} agent steps, sequence.eval_max_steps), shorter than the "
+            f"{cap['max_episode_frames']:,}-frame episode cap of the protocol"
+        )
+    return text
 
 
 def load_progress(client: Any, parent: str, output_dir: str) -> dict[str, Any]:
@@ -590,6 +638,16 @@ def build_report(progress: dict[str, Any]) -> dict[str, Any]:
     }
     if report["wall_seconds"]:
         report["eval_share"] = report["eval_seconds"] / report["wall_seconds"]
+    notes: list[str] = []
+    cap = progress.get("eval_cap")  # absent in sequences run before it was recorded
+    report["eval_cap"] = cap
+    if cap is None:
+        notes.append("the evaluation cap of this sequence was not recorded")
+    elif cap["short"] or cap["truncated"]:
+        notes.append(
+            f"{cap_text(cap)}: {cap['truncated']} of {cap['games']} evaluation games were "
+            "cut short by it and scored on their first part only"
+        )
     # Forward transfer (CW): mean normalised score of game j during its own training window,
     # against the same for the from-scratch reference run.
     steps = np.asarray(progress["curves"]["steps"], dtype=np.float64)
@@ -611,10 +669,12 @@ def build_report(progress: dict[str, Any]) -> dict[str, Any]:
         report["forward_transfer_mean"] = float(np.nanmean(ft)) if np.isfinite(ft).any() else None
     else:
         report["forward_transfer_mean"] = None
-        report["notes"] = [
+        notes.append(
             "no scratch reference runs (sequence.reference=true): no forward "
             "transfer (CW); zero-shot transfer (CORA) needs none"
-        ]
+        )
+    if notes:
+        report["notes"] = notes
     return report
 
 
@@ -645,7 +705,7 @@ HEADLINE = (
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """A short text report: R and the headline metrics."""
+    """A short text report: R, the headline metrics, the evaluation cap and the notes."""
     games = report["games"]
     lines = [f"R ({report['normalisation']}; row i = after task i, row 0 = before training):"]
     lines.append("  " + " " * 18 + "".join(f"{g[:10]:>11}" for g in games))
@@ -659,6 +719,9 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{key:<26} {text}")
     if "eval_share" in report:
         lines.append(f"{'evaluation share of wall':<26} {100 * report['eval_share']:.1f} %")
+    cap = report.get("eval_cap")
+    if cap is not None:
+        lines.append(f"{'evaluation cap':<26} {cap_text(cap)}")
     lines += [f"note: {n}" for n in report.get("notes", [])]
     return "\n".join(lines)
 

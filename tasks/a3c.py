@@ -6,14 +6,22 @@ The data path, in order (one place each):
    own :class:`~ife_platform.envs.AtariVecEnv` of ``env.num_envs`` games (one 84x84 gray frame
    per step, seeded by actor) and its own copy of the policy, :class:`RecurrentActor`. The
    actor carries the LSTM state of each of its envs across rollouts and resets it where the
-   env flags ``is_init`` (the first observation of a game). It writes the state it acted
-   from and the version of its weights into every step.
+   env flags ``is_init`` (the first observation of a game) and, with
+   ``env.life_loss_terminal``, ``life_lost`` (the first observation of a new life). It
+   writes the state it acted from and the version of its weights into every step.
 2. Each actor delivers ``[num_envs, rollout]`` batches (20-step rollouts), first come first
    served. :class:`ActorCriticTask.training_step` re-runs the network over the rollout from
-   the stored initial state (the same resets), computes GAE (Schulman et al. 2016) and the
-   A3C loss (Mnih et al. 2016), steps Adam and pushes the new weights to the actors
-   (``update_policy_weights_``, shared memory). Policy lag = learner version - the version
-   that acted, logged per batch.
+   the stored initial state (the same resets, :func:`rollout_flags`), computes GAE
+   (Schulman et al. 2016) and the A3C loss (Mnih et al. 2016), steps Adam once and pushes
+   the new weights to the actors (``update_policy_weights_``, shared memory). Policy lag =
+   learner version - the version that acted, logged per batch.
+
+The protocol follows the reference A3C-LSTM (shared/reference/agent-profiles.md; the presets
+``configs/agent/a3c_lstm.yaml`` and ``s3ta.yaml``): a lost life ends the return (no bootstrap
+across it) and zeroes the LSTM state, the next step presses FIRE in games with FIRE (that
+step's action is the env's, not the policy's, and stays out of the policy-gradient and
+entropy terms), and one env per actor makes one optimiser step per actor rollout of 20 agent
+steps, the reference's update rate.
 
 How this differs from lock-free Hogwild A3C: there, every worker computes gradients on its
 own rollout and applies them to shared parameters without locks, so updates interleave and
@@ -44,7 +52,7 @@ from torch import nn
 from ife_platform.a3c.losses import actor_critic_loss, gae
 from ife_platform.a3c.supervision import ActorSupervisor, install_error_report
 from ife_platform.config import to_container
-from ife_platform.envs import AtariVecEnv
+from ife_platform.envs import AtariVecEnv, fire_index, train_max_episode_frames
 from ife_platform.extractors.base import mask_entropy
 from ife_platform.optim import make_adam
 from ife_platform.registry import get_agent
@@ -112,27 +120,79 @@ class RecurrentActor(nn.Module):
     """The acting copy of the policy inside an actor process.
 
     Keeps one recurrent state per env of its actor (plain tensors, not synchronised with the
-    learner), resets it where ``is_init`` is set, samples actions from the policy, and writes
-    the state it acted from (``state_0..k``) and its weights' ``version`` (a buffer that the
-    learner's weight push updates with the weights).
+    learner), resets it where ``is_init`` is set (and, with ``reset_on_life_loss``, where
+    ``life_lost`` marks the first observation of a new life), samples actions from the
+    policy, and writes the state it acted from (``state_0..k``) and its weights' ``version``
+    (a buffer that the learner's weight push updates with the weights).
+
+    Args:
+        model: the acting network (``initial_state``, ``step``).
+        reset_on_life_loss: zero the state after a lost life too (``env.life_loss_terminal``,
+            the reference A3C-LSTM); the policy then reads ``life_lost`` as a third input.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, reset_on_life_loss: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.reset_on_life_loss = reset_on_life_loss
         self.register_buffer("version", torch.zeros((), dtype=torch.int64))
         self._state: tuple[torch.Tensor, ...] | None = None
 
+    @property
+    def in_keys(self) -> list[str]:
+        """The tensordict keys :meth:`forward` reads, in order."""
+        return ["pixels", "is_init"] + (["life_lost"] if self.reset_on_life_loss else [])
+
     @torch.no_grad()
-    def forward(self, pixels: torch.Tensor, is_init: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self,
+        pixels: torch.Tensor,
+        is_init: torch.Tensor,
+        life_lost: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
         """Actions for ``pixels [N, 1, 84, 84]``; returns (action, version, *state before)."""
         n = pixels.shape[0]
         if self._state is None or self._state[0].shape[0] != n:
             self._state = self.model.initial_state(n, pixels.device)
         before = self._state
-        logits, _, self._state = self.model.step(pixels, before, is_init.reshape(n))
+        first = is_init.reshape(n)
+        if self.reset_on_life_loss and life_lost is not None:
+            first = first | life_lost.reshape(n)
+        logits, _, self._state = self.model.step(pixels, before, first)
         action = torch.multinomial(torch.softmax(logits.float(), -1), 1).squeeze(-1)
         return (action, self.version.expand(n).clone(), *before)
+
+
+def rollout_flags(
+    tb: TensorDict, *, life_loss_terminal: bool, fire_forced: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where a rollout's sequences start and end, and which actions the policy sampled.
+
+    The reference A3C-LSTM (shared/reference/agent-profiles.md) wraps every game in an
+    episodic-life wrapper and a fire-reset wrapper: a lost life is ``done`` for learning (no
+    bootstrap across it), the LSTM state is zeroed for the next step, and FIRE is pressed in
+    games with FIRE; the game itself goes on and scores are whole games.
+
+    Args:
+        tb: a time-major rollout ``[T, B]`` as the actors deliver it (root ``is_init`` and
+            ``life_lost``, ``next`` ``done`` and ``life_lost``).
+        life_loss_terminal: a lost life ends the return and starts a new LSTM sequence.
+        fire_forced: the env pressed FIRE at the step after a lost life
+            (``env.fire_on_life_loss`` in a game with FIRE).
+
+    Returns:
+        ``(first, done, sampled)``, each bool ``[T, B]``: the state is zeroed before step t;
+        the return ends after step t; step t's action was sampled by the policy (False where
+        the env forced FIRE).
+    """
+    first = tb["is_init"].squeeze(-1)
+    done = tb["next", "done"].squeeze(-1)
+    after_loss = tb["life_lost"].squeeze(-1)  # obs[t] is the first of a new life
+    if life_loss_terminal:
+        first = first | after_loss
+        done = done | tb["next", "life_lost"].squeeze(-1)
+    sampled = ~after_loss if fire_forced else torch.ones_like(first)
+    return first, done, sampled
 
 
 def make_actor_env(cfg_env: dict[str, Any], seed: int, error_dir: str | None = None) -> AtariVecEnv:
@@ -152,8 +212,9 @@ def make_actor_env(cfg_env: dict[str, Any], seed: int, error_dir: str | None = N
         noop_max=cfg_env["noop_max"],
         frame_skip=cfg_env["frame_skip"],
         frame_stack=cfg_env["frame_stack"],
-        max_episode_frames=cfg_env["max_episode_frames"],
+        max_episode_frames=train_max_episode_frames(cfg_env),
         fire_reset=cfg_env["fire_reset"],
+        fire_on_life_loss=cfg_env["fire_on_life_loss"],
         num_threads=1,
     )
 
@@ -187,6 +248,11 @@ class ActorCriticTask(AgentTask):
         # checkpointed, moved to the learner's device or counted as learner parameters.
         self._acting: dict[str, nn.Module] = {}
         self.last_lag: tuple[float, float] = (0.0, 0.0)
+        e = cfg.env
+        #: The actors' env presses FIRE after a lost life (the policy did not choose it).
+        self.fire_forced = bool(e.fire_on_life_loss) and (
+            fire_index(e.game, e.full_action_space) is not None
+        )
 
     # The evaluation code and callbacks look for the network that acts greedily.
     @property
@@ -207,11 +273,14 @@ class ActorCriticTask(AgentTask):
             functools.partial(self.actor_env_factory, cfg_env, base + 997 * i, self._error_dir)
             for i in range(a.actors)
         ]
-        actor = RecurrentActor(build_acting_model(self.cfg, self.num_actions))
+        actor = RecurrentActor(
+            build_acting_model(self.cfg, self.num_actions),
+            reset_on_life_loss=bool(e.life_loss_terminal),
+        )
         n_state = len(self.model.initial_state(1))
         policy = TensorDictModule(
             actor,
-            in_keys=["pixels", "is_init"],
+            in_keys=actor.in_keys,
             out_keys=["action", "policy_version", *[f"state_{i}" for i in range(n_state)]],
         )
         # MultiAsyncCollector sets this process's torch threads to (threads - actors), at least
@@ -305,7 +374,9 @@ class ActorCriticTask(AgentTask):
         a, e = self.cfg.agent, self.cfg.env
         tb = batch.transpose(0, 1)  # [T, N]: the rollout axis first
         obs = tb["pixels"]
-        first = tb["is_init"].squeeze(-1)
+        first, done, sampled = rollout_flags(
+            tb, life_loss_terminal=bool(e.life_loss_terminal), fire_forced=self.fire_forced
+        )
         n_state = len([k for k in batch.keys() if str(k).startswith("state_")])
         state0 = tuple(batch[f"state_{i}"][:, 0] for i in range(n_state))
         logits, values, final = self.model(obs, state0, first)
@@ -314,9 +385,6 @@ class ActorCriticTask(AgentTask):
         reward = nxt["reward"].squeeze(-1).float()
         if e.reward_clip:
             reward = reward.clamp(-1.0, 1.0)
-        done = nxt["done"].squeeze(-1)
-        if e.life_loss_terminal:
-            done = done | nxt["life_lost"].squeeze(-1)
         with torch.no_grad():
             # V of the observation after the rollout, from the state the rollout ends in.
             _, bootstrap, _ = self.model.step(nxt["pixels"][-1], final, torch.zeros_like(done[-1]))
@@ -331,6 +399,7 @@ class ActorCriticTask(AgentTask):
             returns,
             entropy_coef=a.entropy_coef,
             value_coef=a.value_coef,
+            sampled=sampled,
         )
         if mask is not None:
             terms["mask_entropy"] = mask_entropy(mask)

@@ -38,7 +38,7 @@ from tensordict.nn import TensorDictModule
 from torchrl.collectors import Collector
 from torchrl.data import TensorDictPrioritizedReplayBuffer
 
-from ife_platform.envs import AtariVecEnv
+from ife_platform.envs import AtariVecEnv, train_max_episode_frames
 from ife_platform.extractors import extractor_kwargs
 from ife_platform.extractors.base import mask_entropy
 from ife_platform.optim import make_adam
@@ -296,8 +296,9 @@ class RainbowTask(AgentTask):
             noop_max=e.noop_max,
             frame_skip=e.frame_skip,
             frame_stack=e.frame_stack,
-            max_episode_frames=e.max_episode_frames,
+            max_episode_frames=train_max_episode_frames(e),
             fire_reset=e.fire_reset,
+            fire_on_life_loss=e.fire_on_life_loss,
             num_threads=e.num_threads,
         )
         policy = TensorDictModule(self.actor, in_keys=["pixels"], out_keys=["action"])

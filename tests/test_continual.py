@@ -194,5 +194,16 @@ def test_actor_critic_runs_a_sequence_with_a_frozen_encoder(
     assert len(progress["raw_R"]) == 3 and progress["curves"]["steps"] == [0, 80, 160, 240, 320]
     # mask-object lift after each task on both games (Pong and Boxing have object boxes)
     assert all(v is not None for row in progress["alignment"] for v in row)
+    # 30-step evaluation games are cut short of the 108k-frame cap, and the run says so
+    cap = progress["eval_cap"]
+    assert cap["short"] and cap["cap_frames"] == 120 and cap["max_episode_frames"] == 108_000
+    assert cap["games"] == 10 and cap["truncated"] == 10  # 5 points x 2 games, none finished
+    assert "(30 agent steps" in parent.data.tags["ife.eval_cap"]
+    report = json.loads(
+        (workdir / "out" / parent.info.run_id / "report" / "metrics.json").read_text()
+    )
+    assert any("10 of 10 evaluation games were cut short" in n for n in report["notes"])
+    history = client.get_metric_history(parent.info.run_id, "eval/pong/truncated")
+    assert [m.value for m in history] == [1.0, 1.0, 1.0]  # rows 0..2 of R
     with pytest.raises(ConfigError, match="per_game"):
         preflight(compose([f"agent={agent}", "sequence.games=[pong]", "sequence.head=per_game"]))

@@ -83,6 +83,9 @@ def test_cli_train_logs_run_then_resume_continues(workdir: Path) -> None:
     ):
         assert key in run.data.metrics, key
     assert run.data.metrics["train/env_steps"] <= 240
+    # the evaluation cap and the games it ended (tracking.eval_max_steps=120: 480 frames)
+    assert run.data.metrics["eval/cap_frames"] == 480.0
+    assert 0.0 <= run.data.metrics["eval/truncated"] <= 1.0
     ent = run.data.metrics["train/mask_entropy"]
     assert 0.0 < ent <= torch.log(torch.tensor(196.0)).item() + 1e-4  # 14x14 mask
     # artifacts: config, checkpoint, mask video that decodes to raw-screen-sized frames

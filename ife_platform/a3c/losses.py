@@ -90,6 +90,7 @@ def actor_critic_loss(
     returns: Tensor,
     entropy_coef: float = 0.01,
     value_coef: float = 0.5,
+    sampled: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """The A3C loss: policy gradient + value regression - entropy bonus (Mnih et al. 2016).
 
@@ -115,6 +116,10 @@ def actor_critic_loss(
         returns: value targets R_t, ``[T, B]``; detached here.
         entropy_coef: beta, weight of the entropy bonus (0.01 in A3C).
         value_coef: weight of ``value_loss`` in ``loss`` (0.5 in A3C).
+        sampled: bool ``[T, B]``, the action was sampled from the policy (None: every one).
+            A step whose action the env forced (FIRE after a lost life) adds nothing to the
+            policy and entropy sums, which keep their ``1/N``: the reference presses that FIRE
+            inside its fire-reset wrapper, where no policy acts. Its value term stays.
 
     Returns:
         ``loss`` (scalar to optimise, with gradient) and the detached terms for logging:
@@ -125,11 +130,19 @@ def actor_critic_loss(
             f"logits {tuple(logits.shape)} must be [T, B, A] and values "
             f"{tuple(values.shape)}, actions {tuple(actions.shape)} [T, B]"
         )
+    if sampled is not None and sampled.shape != values.shape:
+        raise ValueError(f"sampled {tuple(sampled.shape)} must be [T, B] {tuple(values.shape)}")
     log_probs = F.log_softmax(logits, dim=-1)  # [T, B, A]
     logp_a = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # [T, B]
-    policy_loss = -(logp_a * advantages.detach()).mean()
+    step_entropy = -(log_probs.exp() * log_probs).sum(-1)  # [T, B]  H(pi(.|s_t))
+    step_policy = logp_a * advantages.detach()  # [T, B]
+    if sampled is not None:
+        keep = sampled.to(device=values.device, dtype=torch.bool)
+        step_policy = torch.where(keep, step_policy, torch.zeros_like(step_policy))
+        step_entropy = torch.where(keep, step_entropy, torch.zeros_like(step_entropy))
+    policy_loss = -step_policy.mean()
     value_loss = 0.5 * (returns.detach() - values).pow(2).mean()
-    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()  # mean over [T, B] of H(pi)
+    entropy = step_entropy.mean()  # mean over [T, B] of H(pi)
     loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
     return {
         "loss": loss,

@@ -93,6 +93,8 @@ class Recording:
             or None. Memory: 4 KiB per step for A3C-LSTM, 124 KiB for S3TA (its ConvLSTM).
         boxes: per step the object boxes, or None (no ground truth).
         episode: ``[T]`` game index; ``t``: ``[T]`` step within the game.
+        starts: ``[T]`` bool, the step starts a sequence for the agent (a game's first step,
+            or a new life's under ``env.life_loss_terminal``), or None: game starts only.
         frames: raw RGB frames of the first ``len(frames)`` steps.
         returns: raw score per game; ``lengths``: steps per game.
         seconds: wall time of play, recording included.
@@ -112,13 +114,20 @@ class Recording:
     seconds: float
     heads: np.ndarray | None = None
     states: tuple[torch.Tensor, ...] | None = None
+    starts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
 
     @property
     def first(self) -> np.ndarray:
-        """Whether each step ``[T]`` starts a game."""
+        """Whether each step ``[T]`` starts a sequence: a recurrent agent's state is zeroed.
+
+        A game's first step, and with ``env.life_loss_terminal`` a new life's (as the agent
+        played it, :attr:`~ife_platform.evaluation.StepView.first`).
+        """
+        if self.starts is not None:
+            return np.asarray(self.starts, dtype=bool)
         return np.asarray(self.t) == 0
 
 
@@ -134,6 +143,7 @@ class _Recorder:
         self.actions: list[int] = []
         self.episode: list[int] = []
         self.t: list[int] = []
+        self.starts: list[bool] = []
         self.frames: list[np.ndarray] = []
         self.boxes: list[list[ObjectBox]] = []
         self.heads: list[torch.Tensor] = []
@@ -151,6 +161,7 @@ class _Recorder:
         self.actions.append(step.action)
         self.episode.append(step.episode)
         self.t.append(step.t)
+        self.starts.append(step.first)
         if len(self.frames) < self.max_frames:
             self.frames.append(step.frame.copy())
         if self.objects is not None:
@@ -196,6 +207,7 @@ def record(
         seconds=seconds,
         heads=torch.stack(rec.heads).numpy() if rec.heads else None,
         states=stack_states(rec.states) if rec.states else None,
+        starts=np.asarray(rec.starts, dtype=bool),
     )
 
 
@@ -672,6 +684,7 @@ def rerecord(network: torch.nn.Module, rec: Recording, batch_size: int = 64) -> 
         seconds=rec.seconds,
         heads=played.heads,
         states=played.states,
+        starts=rec.starts,
     )
 
 
