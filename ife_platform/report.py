@@ -61,6 +61,8 @@ class RunRow:
     hns: float | None = None
     protocol: str = ""
     total_steps: int = 0
+    truncated: int | None = None  # evaluation games a cap ended (None: not recorded)
+    cap_frames: int | None = None  # the evaluation's cap in emulator frames
     explain: dict[str, float] = field(default_factory=dict)
     sequence: dict[str, Any] | None = None  # a continual run's report (R, AUCs)
     method: str = ""
@@ -117,6 +119,10 @@ def _row(client: Any, run: Any, output_dir: str) -> RunRow:
         )
     row.score = float(m["eval/return_mean"])
     row.episodes = int(m.get("eval/episodes", 0))
+    if "eval/truncated" in m:
+        row.truncated = int(m["eval/truncated"])
+    if "eval/cap_frames" in m:
+        row.cap_frames = int(m["eval/cap_frames"])
     row.hns = human_normalized_score(row.game, row.score) if has_reference(row.game) else None
     row.explain = {k: float(v) for k, v in m.items() if k.startswith("explain/")}
     return row
@@ -163,6 +169,40 @@ def label_methods(rows: list[RunRow], by: Sequence[str]) -> list[str]:
     for r in rows:
         r.method = "/".join(r.params.get(k, "?") for k in keys)
     return keys
+
+
+def protocol_notes(rows: Sequence[RunRow]) -> list[str]:
+    """What the reader must know about how the scores were measured.
+
+    The evaluation caps (every run should share one; 108k frames is the Atari standard),
+    games that a cap ended before the game did, and runs that recorded neither (trained
+    before the evaluation recorded its cap).
+    """
+    train = [r for r in rows if r.kind == "train"]
+    notes = []
+    caps = sorted({r.cap_frames for r in train if r.cap_frames is not None})
+    if len(caps) > 1:
+        notes.append(
+            "the runs were evaluated under different caps ("
+            + ", ".join(f"{c:,} frames" for c in caps)
+            + "): their scores are not comparable"
+        )
+    elif caps and caps[0] != 108_000:
+        notes.append(f"evaluation games were capped at {caps[0]:,} frames (the standard: 108,000)")
+    cut = [r for r in train if r.truncated]
+    if cut:
+        games = sum(r.truncated or 0 for r in cut)
+        notes.append(
+            f"{games} evaluation games in {len(cut)} runs were ended by the cap, not by the "
+            "game: their scores are of partial games"
+        )
+    unknown = [r for r in train if r.cap_frames is None]
+    if unknown:
+        notes.append(
+            f"{len(unknown)} runs did not record their evaluation cap or truncations (evaluated "
+            "before the evaluation protocol was fixed): re-evaluate them with ife evaluate"
+        )
+    return notes
 
 
 def _der_budget(rows: Sequence[RunRow]) -> bool:
@@ -267,7 +307,7 @@ def build_report(
     from ife_platform import scores as S
 
     folder.mkdir(parents=True, exist_ok=True)
-    notes = list(notes)
+    notes = [*notes, *protocol_notes(rows)]
     keys = label_methods(rows, by)
     der = _der_budget([r for r in rows if r.kind == "train"])
     games = _game_table(rows, der)
@@ -442,11 +482,13 @@ def write_tables(result: ReportResult) -> list[Path]:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
-            ["run_id", "kind", "game", "method", "seed", "score", "episodes", "hns", *explain_keys]
+            ["run_id", "kind", "game", "method", "seed", "score", "episodes", "hns"]
+            + ["eval_truncated", "eval_cap_frames", *explain_keys]
         )
         for r in result.rows:
             w.writerow(
                 [r.run_id, r.kind, r.game, r.method, r.seed, r.score, r.episodes, r.hns]
+                + [r.truncated, r.cap_frames]
                 + [r.explain.get(k) for k in explain_keys]
             )
     paths.append(path)

@@ -60,6 +60,8 @@ def _store(tmp: Path, total_steps: int = 100_000) -> tuple[str, str]:
             client.log_param(run, k, v)
         client.log_metric(run, "eval/return_mean", score)
         client.log_metric(run, "eval/episodes", 30)
+        client.log_metric(run, "eval/cap_frames", 108_000)
+        client.log_metric(run, "eval/truncated", 2 if (game, seed) == ("alien", 1) else 0)
         client.log_metric(run, "explain/lift", 1.0 + seed + (extractor == "ife"))
         client.set_terminated(run)
     failed = client.create_run(exp, tags={SWEEP_TAG: parent, TRIAL_TAG: "99"}).info.run_id
@@ -73,6 +75,9 @@ def test_report_of_a_sweep_against_hand_worked_numbers(tmp_path: Path) -> None:
     result = report([parent], tracking_uri=uri, output_dir=str(tmp_path / "out"), reps=300)
     assert len(result.rows) == len(SCORES)  # the failed trial is left out, with a note
     assert any("trial 99 has no finished run" in n for n in result.notes)
+    # alien seed 1 of both methods: 2 games each ended by the cap
+    assert "4 evaluation games in 2 runs were ended by the cap" in result.markdown
+    assert not any("different caps" in n or "re-evaluate" in n for n in result.notes)
     # method = extractor only: agent.name is the same for every run
     assert {r.method for r in result.rows} == {"ife", "der_cnn"}
     games = {(g["game"], g["method"]): g for g in result.games}
@@ -166,3 +171,26 @@ def test_bad_references_are_refused(tmp_path: Path) -> None:
     assert "no run 'nope'" in proc.stderr
     proc = run_ife(tmp_path, ["report", parent, "--reps", "0", f"tracking.uri={uri}"], expect=2)
     assert "--reps must be >= 1" in proc.stderr
+
+
+def test_protocol_notes_say_how_scores_were_measured() -> None:
+    from ife_platform.report import RunRow, protocol_notes
+
+    def row(cap: int | None, cut: int | None) -> RunRow:
+        r = RunRow("r", "train", "pong", 0, {})
+        r.cap_frames, r.truncated = cap, cut
+        return r
+
+    assert protocol_notes([row(108_000, 0), row(108_000, 0)]) == []
+    (note,) = protocol_notes([row(108_000, 0), row(40_000, 0)])
+    assert "different caps (40,000 frames, 108,000 frames)" in note
+    assert protocol_notes([row(18_000, 3), row(18_000, 0)]) == [
+        "evaluation games were capped at 18,000 frames (the standard: 108,000)",
+        "3 evaluation games in 1 runs were ended by the cap, not by the game: their scores are "
+        "of partial games",
+    ]
+    notes = protocol_notes([row(None, None)])
+    assert notes == [
+        "1 runs did not record their evaluation cap or truncations (evaluated before the "
+        "evaluation protocol was fixed): re-evaluate them with ife evaluate"
+    ]
