@@ -24,7 +24,7 @@ import csv
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ class RunRow:
     total_steps: int = 0
     truncated: int | None = None  # evaluation games a cap ended (None: not recorded)
     cap_frames: int | None = None  # the evaluation's cap in emulator frames
+    evaluation: str = "eval"  # the metrics scored: eval (end of training) | evaluate (later)
     explain: dict[str, float] = field(default_factory=dict)
     sequence: dict[str, Any] | None = None  # a continual run's report (R, AUCs)
     method: str = ""
@@ -91,6 +92,20 @@ def _sweep_children(client: Any, parent: Any) -> tuple[list[Any], list[str]]:
     )
 
 
+def score_prefix(metrics: Mapping[str, float]) -> str | None:
+    """Which evaluation of a run the report scores: ``eval/`` or ``evaluate/`` (or None).
+
+    The end-of-training evaluation (``eval/*``) unless it predates the evaluation protocol
+    (no ``eval/cap_frames``) and an ``ife evaluate`` of the trained agent under the current
+    protocol (``evaluate/*`` with its cap) was logged to the run since.
+    """
+    if "eval/return_mean" in metrics and "eval/cap_frames" in metrics:
+        return "eval/"
+    if "evaluate/return_mean" in metrics and "evaluate/cap_frames" in metrics:
+        return "evaluate/"
+    return "eval/" if "eval/return_mean" in metrics else None
+
+
 def _row(client: Any, run: Any, output_dir: str) -> RunRow:
     from ife_platform.scores import has_reference, human_normalized_score
 
@@ -112,17 +127,19 @@ def _row(client: Any, run: Any, output_dir: str) -> RunRow:
         row.sequence = build_report(load_progress(client, run.info.run_id, output_dir))
         row.game = "+".join(row.sequence["games"])
         return row
-    if "eval/return_mean" not in m:
+    prefix = score_prefix(m)
+    if prefix is None:
         raise ConfigError(
             f"run {run.info.run_id} has no final evaluation (eval/return_mean): trained with "
             "tracking.eval_episodes=0, or not a training run"
         )
-    row.score = float(m["eval/return_mean"])
-    row.episodes = int(m.get("eval/episodes", 0))
-    if "eval/truncated" in m:
-        row.truncated = int(m["eval/truncated"])
-    if "eval/cap_frames" in m:
-        row.cap_frames = int(m["eval/cap_frames"])
+    row.evaluation = prefix.rstrip("/")
+    row.score = float(m[f"{prefix}return_mean"])
+    row.episodes = int(m.get(f"{prefix}episodes", 0))
+    if f"{prefix}truncated" in m:
+        row.truncated = int(m[f"{prefix}truncated"])
+    if f"{prefix}cap_frames" in m:
+        row.cap_frames = int(m[f"{prefix}cap_frames"])
     row.hns = human_normalized_score(row.game, row.score) if has_reference(row.game) else None
     row.explain = {k: float(v) for k, v in m.items() if k.startswith("explain/")}
     return row
@@ -195,6 +212,12 @@ def protocol_notes(rows: Sequence[RunRow]) -> list[str]:
         notes.append(
             f"{games} evaluation games in {len(cut)} runs were ended by the cap, not by the "
             "game: their scores are of partial games"
+        )
+    later = [r for r in train if r.evaluation == "evaluate"]
+    if later:
+        notes.append(
+            f"{len(later)} runs are scored by a later `ife evaluate` of the trained agent "
+            "(their end-of-training evaluation predates the evaluation protocol)"
         )
     unknown = [r for r in train if r.cap_frames is None]
     if unknown:
@@ -483,12 +506,12 @@ def write_tables(result: ReportResult) -> list[Path]:
         w = csv.writer(f)
         w.writerow(
             ["run_id", "kind", "game", "method", "seed", "score", "episodes", "hns"]
-            + ["eval_truncated", "eval_cap_frames", *explain_keys]
+            + ["evaluation", "eval_truncated", "eval_cap_frames", *explain_keys]
         )
         for r in result.rows:
             w.writerow(
                 [r.run_id, r.kind, r.game, r.method, r.seed, r.score, r.episodes, r.hns]
-                + [r.truncated, r.cap_frames]
+                + [r.evaluation, r.truncated, r.cap_frames]
                 + [r.explain.get(k) for k in explain_keys]
             )
     paths.append(path)

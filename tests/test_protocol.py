@@ -54,8 +54,8 @@ def _vector_env_noop_frames(game: str, fire: bool, resets: int) -> list[int]:
     vec = make_vector_env(game, n, noop_max=NOOP_MAX, fire_reset=fire, num_threads=1)
     frames: list[int] = []
     try:
-        for k in range(resets // n):
-            _, info = vec.reset(seed=ale_env_seeds(1000 + n * k, n))
+        for k in range(resets // n):  # (seeding reloads every ROM: only the first reset)
+            _, info = vec.reset(seed=ale_env_seeds(1000, n) if k == 0 else None)
             frames += [int(f) for f in info["episode_frame_number"]]
     finally:
         vec.close()
@@ -70,16 +70,16 @@ def _vector_env_noop_frames(game: str, fire: bool, resets: int) -> list[int]:
     ],
 )
 def test_noop_start_is_raw_frames_as_in_training(game: str, fire: bool, support: set) -> None:
-    evaluation = _eval_env_noop_frames(game, fire, 480)
-    training = _vector_env_noop_frames(game, fire, 480)
+    evaluation = _eval_env_noop_frames(game, fire, 240)
+    training = _vector_env_noop_frames(game, fire, 240)
     assert max(evaluation) <= NOOP_MAX and max(training) <= NOOP_MAX
     # one definition: the same frame counts in both (a frame-skipped no-op would give
     # multiples of 4 up to 116 or 120), spanning the whole range
     assert set(evaluation) == support
     assert set(training) == support
-    # uniform: every count about 1/30 of the resets (16 expected, none below 4)
+    # uniform: every count about 1/30 of the resets (8 expected; seeded, so deterministic)
     counts = np.bincount(evaluation, minlength=NOOP_MAX)[sorted(support)]
-    assert counts.min() >= 4
+    assert counts.min() >= 2, counts
 
 
 def test_no_noop_start_with_noop_max_zero() -> None:

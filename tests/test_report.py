@@ -194,3 +194,16 @@ def test_protocol_notes_say_how_scores_were_measured() -> None:
         "1 runs did not record their evaluation cap or truncations (evaluated before the "
         "evaluation protocol was fixed): re-evaluate them with ife evaluate"
     ]
+
+
+def test_score_prefix_prefers_an_evaluation_under_the_current_protocol() -> None:
+    from ife_platform.report import score_prefix
+
+    new = {"eval/return_mean": 1.0, "eval/cap_frames": 108_000.0}
+    old = {"eval/return_mean": 1.0}
+    later = {**old, "evaluate/return_mean": 2.0, "evaluate/cap_frames": 108_000.0}
+    assert score_prefix(new) == "eval/"
+    assert score_prefix(old) == "eval/"  # (and the report says it predates the protocol)
+    assert score_prefix(later) == "evaluate/"
+    assert score_prefix({**new, **later}) == "eval/"  # its own final evaluation is current
+    assert score_prefix({}) is None
