@@ -427,9 +427,9 @@ def render_markdown(
     """The report as markdown (also printed to the terminal)."""
     lines = [f"# ife report ({time.strftime('%Y-%m-%d %H:%M')})", ""]
     lines.append(
-        f"{len(result.rows)} finished runs; method = {' / '.join(keys)}. Scores are final "
-        "evaluations (mean raw score over the evaluation games); HNS = (score - random) / "
-        "(human - random)."
+        f"{len(result.rows)} finished runs; method = {' / '.join(keys)}. A run's score is its "
+        "evaluation after training (the mean raw score over whole evaluation games; the notes "
+        "say which evaluation); HNS = (score - random) / (human - random)."
     )
     lines += ["", "## Per game", ""]
     head = "| game | method | runs (seeds) | raw score mean +- std | HNS |"
