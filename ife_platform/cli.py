@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 2 bad input (config, checkpoint, tracking store), 128 + N for a run
 stopped by signal N before its budget (checkpointed; continue with ``resume=RUN_ID``),
-100 + N (at most 127) for a sweep whose N trials failed, 1 anything else (a non-finite loss
+100 + N (at most 127) for a sweep whose N trials failed, 3 for a sweep with trials still
+running in another process, 1 anything else (a non-finite loss
 included).
 """
 
@@ -147,6 +148,12 @@ def cmd_sweep(args: list[str]) -> int:
     print(f"sweep run {result.run_id} in {result.tracking_uri}")
     if result.stopped_by is not None:
         print(f"stopped; continue it with: ife sweep resume={result.run_id}", file=sys.stderr)
+    elif result.incomplete and not result.failed:
+        print(
+            f"{result.incomplete} trial(s) still run in another process; when they end, "
+            f"resume with: ife sweep resume={result.run_id}",
+            file=sys.stderr,
+        )
     elif result.failed:
         print(
             f"{result.failed} trial(s) failed (logs attached to their runs); rerun them with: "

@@ -41,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from ife_platform.config import ConfigError, available_presets, compose, configs_root
 
 __all__ = [
+    "EXIT_INCOMPLETE",
     "EXIT_TRIALS_FAILED",
     "SweepPlan",
     "SweepResult",
@@ -56,6 +57,8 @@ __all__ = [
 
 #: ``ife sweep`` exits with ``EXIT_TRIALS_FAILED + N`` (at most 127) when N trials failed.
 EXIT_TRIALS_FAILED = 100
+#: ``ife sweep`` exits with 3 when no trial failed but some still run in another process.
+EXIT_INCOMPLETE = 3
 
 KIND_TAG = "ife.kind"
 TRIAL_TAG = "ife.sweep.trial"
@@ -496,11 +499,22 @@ class SweepResult:
         return sum(s.status == "failed" for s in self.states)
 
     @property
+    def incomplete(self) -> int:
+        """Trials neither finished nor failed (still running elsewhere, or stopped)."""
+        return sum(s.status not in ("finished", "failed") for s in self.states)
+
+    @property
     def exit_code(self) -> int:
-        """0: every trial finished; ``128 + N``: stopped by signal N; else 100 + failed."""
+        """The exit code of ``ife sweep``.
+
+        0: every trial finished; ``128 + N``: stopped by signal N; 100 + the failed trials
+        (at most 127); :data:`EXIT_INCOMPLETE` when some trials still run elsewhere.
+        """
         if self.stopped_by is not None:
             return 128 + self.stopped_by
-        return 0 if self.failed == 0 else min(127, EXIT_TRIALS_FAILED + self.failed)
+        if self.failed:
+            return min(127, EXIT_TRIALS_FAILED + self.failed)
+        return EXIT_INCOMPLETE if self.incomplete else 0
 
 
 def _fmt_seconds(seconds: float | None) -> str:
@@ -556,10 +570,17 @@ def _latest_trial_runs(client: Any, exp_id: str, parent: str) -> dict[int, Any]:
 
 
 def _action(run: Any, explain: bool) -> str:
-    """What a resumed sweep does with a trial whose newest run is ``run``."""
+    """What a resumed sweep does with a trial whose newest run is ``run``.
+
+    ``wait`` for a run that is still RUNNING (its process is alive, or on another host): a
+    trial orphaned by a sweep killed with -9 goes on by itself and is not started twice.
+    (Runs of dead processes on this host were set to KILLED before: ``reap_dead_runs``.)
+    """
     if run is None:
         return "train"
     status = run.info.status
+    if status in ("RUNNING", "SCHEDULED"):
+        return "wait"
     if status == "FINISHED":
         if explain and not any(k.startswith("explain/") for k in run.data.metrics):
             return "explain"
@@ -687,6 +708,9 @@ def run_sweep(
         if state.action == "skip":
             state.status = "finished"
             state.note = "finished before"
+        elif state.action == "wait":
+            state.status = "stopped"
+            state.note = "its run is still RUNNING elsewhere: resume the sweep when it ends"
         states.append(state)
     result = SweepResult(parent, uri, states)
     todo = [st for st in states if st.status == "pending"]
@@ -839,8 +863,8 @@ def _close_parent(client: Any, parent: str, result: SweepResult) -> None:
     }
     for key, value in counts.items():
         client.log_metric(parent, f"sweep/trials_{key}", value)
-    if result.stopped_by is not None:
-        status = "KILLED"
+    if result.stopped_by is not None or (result.incomplete and not counts["failed"]):
+        status = "KILLED"  # (not finished: resume the sweep)
     else:
         status = "FAILED" if counts["failed"] else "FINISHED"
     client.set_terminated(parent, status=status)

@@ -184,6 +184,8 @@ def test_resume_decision_per_trial_status(tmp_path: Path) -> None:
     assert _action(client.get_run(runs["FINISHED"].info.run_id), explain=True) == "skip"
     assert _action(runs["KILLED"], explain=False) == "resume"  # continue from its checkpoint
     assert _action(runs["FAILED"], explain=False) == "train"  # from scratch
+    running = client.get_run(client.create_run(exp).info.run_id)  # e.g. a -9 sweep's orphan
+    assert _action(running, explain=False) == "wait"  # never started twice
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,3 +358,18 @@ def test_every_shipped_sweep_preset_plans(roomy_host) -> None:
     _, plan = plan_sweep(["der_parity"])
     assert len(plan.trials) == 12 and plan.explain
     assert plan.trials[1].name == "game=ms_pacman-seed=1-extractor=cnn_attention"
+
+
+def test_exit_codes_say_how_the_sweep_ended() -> None:
+    from ife_platform.sweep import SweepResult
+
+    def result(*statuses: str, signal: int | None = None) -> SweepResult:
+        states = [TrialState(Trial(i, "t", {}, []), status=s) for i, s in enumerate(statuses)]
+        return SweepResult("run", "uri", states, stopped_by=signal)
+
+    assert result("finished", "finished").exit_code == 0
+    assert result("finished", "failed", "failed").exit_code == 102
+    assert result(*["failed"] * 40).exit_code == 127
+    assert result("finished", "stopped").exit_code == 3  # a trial still runs elsewhere
+    assert result("failed", "stopped").exit_code == 101
+    assert result("stopped", "pending", signal=15).exit_code == 143
