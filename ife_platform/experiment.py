@@ -179,6 +179,10 @@ def run_params(cfg: DictConfig, uri: str, *, in_sequence: bool = False) -> dict[
     return tree
 
 
+#: Tags that mark a sweep's trial run (``ife_platform.sweep``): they name one run per trial.
+SWEEP_TAG_PREFIX = "ife.sweep."
+
+
 def _open_run(
     cfg: DictConfig,
     uri: str,
@@ -218,7 +222,10 @@ def _open_run(
         retry_if_locked(lambda: client.update_run(run_id, status="RUNNING"))
     else:
         exp_id = ensure_experiment(client, cfg.tracking.experiment)
-        tags = {**cfg.tracking.tags, **(run_tags or {})}
+        own = dict(cfg.tracking.tags)
+        if parent_run_id:  # a sequence's task run: the sweep's trial is the sequence run
+            own = {k: v for k, v in own.items() if not k.startswith(SWEEP_TAG_PREFIX)}
+        tags = {**own, **(run_tags or {})}
         parent = parent_run_id or cfg.tracking.parent_run
         if parent:
             tags["mlflow.parentRunId"] = parent

@@ -229,7 +229,7 @@ def protocol_notes(rows: Sequence[RunRow]) -> list[str]:
 
 
 def _der_budget(rows: Sequence[RunRow]) -> bool:
-    return all(r.protocol == "atari100k" and r.total_steps == 100_000 for r in rows)
+    return bool(rows) and all(r.protocol == "atari100k" and r.total_steps == 100_000 for r in rows)
 
 
 def _ci_cell(ci: Any, digits: int = 3) -> str:
@@ -396,7 +396,8 @@ def build_report(
 
         groups: dict[str, list[RunRow]] = defaultdict(list)
         for r in seq:
-            groups[f"{r.method} {r.params.get('sequence.mode', '')}".strip()].append(r)
+            mode = "" if "sequence.mode" in keys else r.params.get("sequence.mode", "")
+            groups[f"{r.method} {mode}".strip()].append(r)
         for method, rs in groups.items():
             reports = [r.sequence for r in rs if r.sequence is not None]
             has_ref = all(rep.get("auc_reference") is not None for rep in reports)
@@ -431,13 +432,14 @@ def render_markdown(
         "evaluation after training (the mean raw score over whole evaluation games; the notes "
         "say which evaluation); HNS = (score - random) / (human - random)."
     )
-    lines += ["", "## Per game", ""]
-    head = "| game | method | runs (seeds) | raw score mean +- std | HNS |"
-    sep = "|---|---|---|---|---|"
-    if der:
-        head += " DER published (100k) | mean / DER |"
-        sep += "---|---|"
-    lines += [head, sep]
+    if result.games:
+        lines += ["", "## Per game", ""]
+        head = "| game | method | runs (seeds) | raw score mean +- std | HNS |"
+        sep = "|---|---|---|---|---|"
+        if der:
+            head += " DER published (100k) | mean / DER |"
+            sep += "---|---|"
+        lines += [head, sep]
     for g in result.games:
         line = (
             f"| {g['game']} | {g['method']} | {g['runs']} ({g['seeds']}) | "
@@ -446,7 +448,7 @@ def render_markdown(
         if der:
             line += f" {_fmt(g['der_100k'])} | {_fmt(g['score_over_der'], 2)} |"
         lines.append(line)
-    if not der:
+    if result.games and not der:
         lines += ["", "(DER's published scores are shown only for Atari-100k runs of 100k steps.)"]
     if result.aggregates:
         lines += [

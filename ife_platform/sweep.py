@@ -39,6 +39,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ife_platform.config import ConfigError, available_presets, compose, configs_root
+from ife_platform.experiment import SWEEP_TAG_PREFIX
 
 __all__ = [
     "EXIT_INCOMPLETE",
@@ -61,8 +62,8 @@ EXIT_TRIALS_FAILED = 100
 EXIT_INCOMPLETE = 3
 
 KIND_TAG = "ife.kind"
-TRIAL_TAG = "ife.sweep.trial"
-SWEEP_TAG = "ife.sweep.id"
+TRIAL_TAG = f"{SWEEP_TAG_PREFIX}trial"
+SWEEP_TAG = f"{SWEEP_TAG_PREFIX}id"
 PLAN_ARTIFACT = "sweep.json"
 
 #: Keys that schedule a sweep but do not change what its trials compute: a resumed sweep
@@ -550,9 +551,14 @@ def status_table(states: Sequence[TrialState], workers: int, now: float) -> str:
 
 
 def trial_runs(client: Any, exp_id: str, parent: str) -> list[Any]:
-    """Every trial run of the sweep ``parent`` (all attempts), oldest first."""
+    """Every trial run of the sweep ``parent`` (all attempts), oldest first.
+
+    Searched in every experiment of the store (``exp_id`` first): a grid over
+    ``tracking.experiment`` puts trials in other experiments than the sweep's own.
+    """
+    others = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(
-        [exp_id],
+        [exp_id, *[e for e in others if e != exp_id]],
         filter_string=f"tags.{SWEEP_TAG} = '{parent}'",
         order_by=["attributes.start_time ASC"],
         max_results=50_000,

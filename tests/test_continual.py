@@ -44,7 +44,13 @@ class StopAfterFirstTask(RegistryContinual):
 
 
 def test_two_task_sequence_stops_and_resumes_without_retraining(workdir: Path) -> None:
-    args = [*TINY, *tracking_args(workdir), *SEQ, "sequence.mode=freeze_hue"]
+    # as a sweep's trial: the sequence run is nested under the sweep and is the trial's run
+    sweep = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}").create_run("0").info.run_id
+    trial = [
+        f"tracking.parent_run={sweep}",
+        f'tracking.tags={{ife.sweep.trial: "0", ife.sweep.id: {sweep}, note: mine}}',
+    ]
+    args = [*TINY, *tracking_args(workdir), *SEQ, "sequence.mode=freeze_hue", *trial]
     cfg = compose(args)
     with pytest.raises(KeyboardInterrupt):
         SequenceRunner(cfg, agent=StopAfterFirstTask()).run()
@@ -57,6 +63,11 @@ def test_two_task_sequence_stops_and_resumes_without_retraining(workdir: Path) -
     children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{pid}'")
     assert [c.data.tags["ife.task_index"] for c in children] == ["0"]
     first_child = children[0].info.run_id
+    assert parent.data.tags["mlflow.parentRunId"] == sweep
+    assert parent.data.tags["ife.sweep.trial"] == "0" and parent.data.tags["note"] == "mine"
+    # the task runs keep the user's tags but not the sweep's: one run per trial
+    assert children[0].data.tags["note"] == "mine"
+    assert not any(k.startswith("ife.sweep.") for k in children[0].data.tags)
 
     # resume through the CLI: only task 1 trains
     assert main(["continual", *args, f"resume={pid}"]) == 0
@@ -73,6 +84,19 @@ def test_two_task_sequence_stops_and_resumes_without_retraining(workdir: Path) -
     d0, d1 = (c["group_digests"] for c in progress["completed"])
     assert d0["hue"] == d1["hue"] and d0["afe"] != d1["afe"] and d0["head"] != d1["head"]
     assert progress["switch_reports"]["1"]["frozen_groups"] == ["hue"]
+
+    # ife report over the "sweep": its trial is the sequence run, reported by its CL metrics
+    from ife_platform.report import report
+
+    client.set_tag(sweep, "ife.kind", "sweep")
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    result = report([sweep], tracking_uri=uri, output_dir=str(workdir / "out"), reps=50)
+    assert [(r.kind, r.run_id) for r in result.rows] == [("sequence", pid)]
+    (method,) = result.continual
+    assert method == "ife freeze_hue"  # the extractor, and the mode
+    want = parent.data.metrics["continual/average_performance"]
+    assert result.continual[method]["average_performance"]["mean"] == pytest.approx(want)
+    assert "## Continual learning" in result.markdown and "## Per game" not in result.markdown
     # every game evaluated at every point: before, mid task, end of task, for both games
     assert progress["curves"]["steps"] == [0, 120, 240, 360, 480]
     assert all(len(v) == 5 for v in progress["curves"]["returns"].values())
