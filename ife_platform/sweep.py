@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -403,6 +404,31 @@ def _cuda_devices() -> int:
         return 0
 
 
+def check_ray_address(address: str | None, timeout_s: float = 3.0) -> None:
+    """Refuse a ``HOST:PORT`` / ``ray://HOST:PORT`` where nothing listens, in seconds.
+
+    (Ray itself retries such an address for minutes.) ``None`` and ``auto`` pass: Ray starts
+    or finds the cluster itself.
+
+    Raises:
+        ConfigError: the address is malformed or nothing accepts a connection there.
+    """
+    if address is None or address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"sweep.address={address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"sweep.address={address}: no Ray cluster answers there ({err}); start one with "
+            "`ray start --head` or leave sweep.address unset for a local instance"
+        ) from err
+
+
 class RayBackend:
     """Trials as Ray tasks with ``num_cpus`` / ``num_gpus`` each, on a cluster or locally.
 
@@ -421,6 +447,7 @@ class RayBackend:
             ) from err
         self._ray = ray
         self._started_here = address is None
+        check_ray_address(address)
         try:
             if address is None:
                 ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -690,22 +717,26 @@ def run_sweep(
     retry_if_locked(lambda: reap_dead_runs(client))
     s = cfg.sweep
     exp_id = ensure_experiment(client, cfg.tracking.experiment)
-    if cfg.resume:
-        parent = cfg.resume
-        plan = _reopen_parent(client, parent, plan)
-        latest = _latest_trial_runs(client, exp_id, parent)
-    else:
-        parent = _open_parent(client, cfg, plan, uri, words)
-        latest = {}
-    out = Path(cfg.tracking.output_dir).resolve() / parent
-    cores = machine_cores()
+    # the backend first: a Ray cluster that does not answer fails before any run is opened
     if s.backend == "ray":
         cpus = s.cpus_per_trial or 2
         workers, threads = (s.workers, cpus)
         backend: Any = RayBackend(s.address, s.workers, cpus, float(s.gpus_per_trial))
     else:
-        workers, threads = local_slots(cores, s.workers, s.cpus_per_trial)
+        workers, threads = local_slots(machine_cores(), s.workers, s.cpus_per_trial)
         backend = LocalBackend(workers, float(s.gpus_per_trial))
+    try:
+        if cfg.resume:
+            parent = cfg.resume
+            plan = _reopen_parent(client, parent, plan)
+            latest = _latest_trial_runs(client, exp_id, parent)
+        else:
+            parent = _open_parent(client, cfg, plan, uri, words)
+            latest = {}
+    except BaseException:
+        backend.close()
+        raise
+    out = Path(cfg.tracking.output_dir).resolve() / parent
     states = []
     for trial in plan.trials:
         run = latest.get(trial.index)

@@ -373,3 +373,24 @@ def test_exit_codes_say_how_the_sweep_ended() -> None:
     assert result("finished", "stopped").exit_code == 3  # a trial still runs elsewhere
     assert result("failed", "stopped").exit_code == 101
     assert result("stopped", "pending", signal=15).exit_code == 143
+
+
+def test_an_unreachable_ray_address_fails_fast_before_any_run(workdir: Path) -> None:
+    pytest.importorskip("ray")
+    from ife_platform.sweep import check_ray_address, run_sweep
+
+    with socket.socket() as s:  # a port nothing listens on (bound, then closed)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.time()
+    with pytest.raises(ConfigError, match=f"sweep.address=127.0.0.1:{port}: no Ray cluster"):
+        run_sweep(
+            [*MICRO, "sweep.backend=ray", f"sweep.address=127.0.0.1:{port}", *_tracking(workdir)]
+        )
+    assert time.time() - start < 60
+    with pytest.raises(ConfigError, match="expected auto, HOST:PORT"):
+        check_ray_address("ray://nohost")
+    check_ray_address(None)
+    check_ray_address("auto")
+    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
