@@ -347,8 +347,11 @@ def build_report(
                 aggregates, folder / "aggregates.png", _title("HNS aggregates", hns, hns_games)
             )
         )
-        top = max(2.0, max(float(np.max(m)) for m in hns.values()))
-        taus = np.linspace(0.0, top, 81)
+        # tau over the scores' range (Atari-100k HNS are mostly below 1): from min(0, lowest)
+        # to 10 % above the highest
+        low = min(0.0, min(float(np.min(m)) for m in hns.values()))
+        top = max(float(np.max(m)) for m in hns.values())
+        taus = np.linspace(low, max(top * 1.1, low + 0.1), 81)
         profiles = {
             m: S.performance_profile_ci(v, taus, reps=reps, seed=seed) for m, v in hns.items()
         }
