@@ -3,8 +3,7 @@
 Exit codes: 0 success, 2 bad input (config, checkpoint, tracking store), 128 + N for a run
 stopped by signal N before its budget (checkpointed; continue with ``resume=RUN_ID``),
 100 + N (at most 127) for a sweep whose N trials failed, 3 for a sweep with trials still
-running in another process, 1 anything else (a non-finite loss
-included).
+running in another process, 1 anything else (a non-finite loss included).
 """
 
 from __future__ import annotations
@@ -166,7 +165,9 @@ def cmd_sweep(args: list[str]) -> int:
 def cmd_report(args: list[str]) -> int:
     """``ife report SWEEP_or_RUN_ID ... [--by KEY,KEY] [--reps N] [--out DIR] [key=value]``."""
     parser = argparse.ArgumentParser(prog="ife report", add_help=False)
-    parser.add_argument("--by", default="agent.name,model.extractor")
+    from ife_platform.report import DEFAULT_BY
+
+    parser.add_argument("--by", default=",".join(DEFAULT_BY))
     parser.add_argument("--reps", type=int, default=2000)
     parser.add_argument("--out", default=None)
     opts, rest = parser.parse_known_args(args)

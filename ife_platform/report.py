@@ -36,15 +36,6 @@ from ife_platform.config import ConfigError
 __all__ = ["ReportResult", "RunRow", "build_report", "collect_runs", "report"]
 
 DEFAULT_BY = ("agent.name", "model.extractor")
-#: ``ife explain`` summary metrics shown in the markdown table (every one goes to the CSV).
-EXPLAIN_SHOWN = (
-    "explain/pointing_hit_rate",
-    "explain/mass_in_box",
-    "explain/lift",
-    "explain/pixel_auroc",
-    "explain/leakage",
-    "explain/deletion_auc_gap",
-)
 
 
 @dataclass
@@ -384,9 +375,7 @@ def build_report(
     explain: dict[str, dict[str, Any]] = {}
     explain_keys = sorted({k for r in rows for k in r.explain})
     for key in explain_keys:
-        mats, _, _ = _matrices(
-            [r for r in rows if key in r.explain], lambda r, k=key: r.explain.get(k)
-        )
+        mats, _, _ = _matrices(rows, lambda r, k=key: r.explain.get(k))
         for method, mat in mats.items():
             explain.setdefault(method, {})[key] = S.stratified_bootstrap_ci(
                 mat, S.aggregate_mean, reps=reps, seed=seed
@@ -472,7 +461,10 @@ def render_markdown(
         for (x, y), ci in result.improvement.items():
             lines.append(f"| {x} | {y} | {_ci_cell(ci, 2)} |")
     if result.explain:
-        shown = [k for k in EXPLAIN_SHOWN if any(k in v for v in result.explain.values())]
+        from ife_platform.interpret.explain import HEADLINE  # what ife explain prints
+
+        headline = [f"explain/{k}" for k in HEADLINE]
+        shown = [k for k in headline if any(k in v for v in result.explain.values())]
         shown = shown or sorted({k for v in result.explain.values() for k in v})[:6]
         lines += [
             "",

@@ -67,10 +67,6 @@ TRIAL_TAG = f"{SWEEP_TAG_PREFIX}trial"
 SWEEP_TAG = f"{SWEEP_TAG_PREFIX}id"
 PLAN_ARTIFACT = "sweep.json"
 
-#: Keys that schedule a sweep but do not change what its trials compute: a resumed sweep
-#: may change them.
-SCHEDULING_KEYS = ("sweep.backend", "sweep.workers", "sweep.address", "sweep.cpus_per_trial")
-
 
 # --------------------------------------------------------------------------------------------
 # Expansion (pure)
@@ -446,7 +442,6 @@ class RayBackend:
                 "sweep.backend=ray needs Ray: pip install -e '.[ray]' (or pip install ray)"
             ) from err
         self._ray = ray
-        self._started_here = address is None
         check_ray_address(address)
         try:
             if address is None:
@@ -577,16 +572,20 @@ def status_table(states: Sequence[TrialState], workers: int, now: float) -> str:
     return "\n".join(lines)
 
 
-def trial_runs(client: Any, exp_id: str, parent: str) -> list[Any]:
+def trial_runs(client: Any, exp_id: str, parent: str, index: int | None = None) -> list[Any]:
     """Every trial run of the sweep ``parent`` (all attempts), oldest first.
 
-    Searched in every experiment of the store (``exp_id`` first): a grid over
-    ``tracking.experiment`` puts trials in other experiments than the sweep's own.
+    With ``index``, only that trial's attempts. Searched in every experiment of the store
+    (``exp_id`` first): a grid over ``tracking.experiment`` puts trials in other experiments
+    than the sweep's own.
     """
     others = [e.experiment_id for e in client.search_experiments()]
+    query = f"tags.{SWEEP_TAG} = '{parent}'"
+    if index is not None:
+        query += f" and tags.{TRIAL_TAG} = '{index}'"
     return client.search_runs(
         [exp_id, *[e for e in others if e != exp_id]],
-        filter_string=f"tags.{SWEEP_TAG} = '{parent}'",
+        filter_string=query,
         order_by=["attributes.start_time ASC"],
         max_results=50_000,
     )
@@ -856,7 +855,8 @@ def _end_job(
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(text)
     was_explain = st.status == "explaining"
-    run = _latest_trial_runs(client, exp_id, parent).get(st.trial.index)
+    attempts = trial_runs(client, exp_id, parent, st.trial.index)  # (this trial's alone)
+    run = attempts[-1] if attempts else None
     if run is not None:
         st.run_id = run.info.run_id
     st.seconds = time.time() - (st.started or time.time())
@@ -881,12 +881,9 @@ def _end_job(
                     SWEEP_TAG: parent,
                 },
             )
-            st.run_id = run.info.run_id
-        else:
-            st.run_id = run.info.run_id
-        run_id = st.run_id
+        st.run_id = run_id = run.info.run_id
         retry_if_locked(lambda: client.set_tag(run_id, "ife.sweep.exit_code", str(rc)))
-        if client.get_run(run_id).info.status not in ("FAILED",):
+        if client.get_run(run_id).info.status != "FAILED":
             retry_if_locked(lambda: client.set_terminated(run_id, status="FAILED"))
     if st.run_id is not None and log_path.exists():
         run_id = st.run_id

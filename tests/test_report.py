@@ -133,6 +133,7 @@ def test_report_of_a_sweep_against_hand_worked_numbers(tmp_path: Path) -> None:
         result.aggregates["ife"]["iqm"].point
     )
     md = result.markdown
+    assert "| method | lift |" in md  # the explain table shows ife explain's headline keys
     assert "| alien | ife | 3 (0,1,2) | 800.0 +- 81.6 | 0.083 | 739.9 | 1.08 |" in md
 
 
