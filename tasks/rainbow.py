@@ -3,8 +3,8 @@
 The data path, in order (one place each):
 
 1. ``AtariVecEnv`` (ale-py native vector env) steps ``env.num_envs`` games;
-2. a TorchRL ``Collector`` runs the :class:`~ife_platform.rainbow.agent.Actor` on it and yields
-   ``[num_envs, T]`` batches;
+2. a TorchRL ``Collector`` (:class:`~ife_platform.collector.VectorStepCollector`) runs the
+   :class:`~ife_platform.rainbow.agent.Actor` on it and yields ``[num_envs, T]`` batches;
 3. :class:`~ife_platform.rainbow.dedup.FrameNStepAccumulator` turns them into n-step
    transitions (sign-clipped rewards, life loss terminal for learning when the protocol says
    so), writing every new frame once into the replay's frame ring;
@@ -38,6 +38,7 @@ from tensordict.nn import TensorDictModule
 from torchrl.collectors import Collector
 from torchrl.data import TensorDictPrioritizedReplayBuffer
 
+from ife_platform.collector import VectorStepCollector
 from ife_platform.envs import AtariVecEnv, train_max_episode_frames
 from ife_platform.extractors import extractor_kwargs
 from ife_platform.extractors.base import mask_entropy
@@ -302,7 +303,7 @@ class RainbowTask(AgentTask):
             num_threads=e.num_threads,
         )
         policy = TensorDictModule(self.actor, in_keys=["pixels"], out_keys=["action"])
-        collector = Collector(
+        collector = VectorStepCollector(
             env,
             policy,
             frames_per_batch=e.num_envs,  # one vector step per batch: act, store, learn

@@ -138,17 +138,21 @@ def make_platform_collector(
     """A ``Collector`` over ``env`` built like ``RainbowTask.build_stream`` (random policy).
 
     ``torchrl_defaults=True`` leaves out the task's :data:`tasks.rainbow.COLLECTOR_KWARGS`
-    (CPU device, no trajectory ids, reused output buffer), to measure what they save.
+    (CPU device, no trajectory ids, reused output buffer) and uses TorchRL's ``Collector``
+    instead of the task's :class:`~ife_platform.collector.VectorStepCollector`, to measure
+    what they save.
     """
     from tensordict.nn import TensorDictModule
     from torchrl.collectors import Collector
 
+    from ife_platform.collector import VectorStepCollector
     from ife_platform.tasks.rainbow import COLLECTOR_KWARGS
 
     policy = TensorDictModule(
         RandomActor(env.num_actions, seed), in_keys=["pixels"], out_keys=["action"]
     )
-    return Collector(
+    cls = Collector if torchrl_defaults else VectorStepCollector
+    return cls(
         env,
         policy,
         frames_per_batch=frames_per_batch,

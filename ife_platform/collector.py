@@ -1,0 +1,78 @@
+"""A TorchRL ``Collector`` whose batch is one step of a batched env, without the stack.
+
+The Rainbow tasks collect one vector step per batch (act, store, learn: ``frames_per_batch``
+equals the env's batch size). TorchRL's generic ``Collector.rollout`` loops over time steps,
+keeps each step's tensordict and stacks them into a preallocated ``[N, T]`` buffer: with
+``T = 1`` that is a copy of every key (19 here) per step and the carrier bookkeeping around it,
+about half a millisecond of a 2-3 ms vector step at 8 envs (``docs/benchmarks.md``, "Env path").
+
+:class:`VectorStepCollector` keeps everything of TorchRL's collector (the iterator, frame
+counting, policy wrapping, exploration type, the same ``[N, 1]`` batch with the ``time``
+dimension) and replaces only that loop, for that case: policy on the carrier,
+``env.step_and_maybe_reset``, and the stepped tensordict returned as a ``[N, 1]`` view. The
+values are the ones the generic path writes into its buffer, bit for bit
+(``tests/test_collector.py``). Every other configuration falls back to TorchRL's rollout.
+
+The batch is only valid until the next one is collected (as with ``return_same_td=True``,
+which this collector requires): consumers copy what they keep, as the n-step accumulator does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tensordict import TensorDictBase
+from torchrl.collectors import Collector
+from torchrl.envs.utils import set_exploration_type
+
+__all__ = ["VectorStepCollector"]
+
+
+class VectorStepCollector(Collector):
+    """TorchRL's ``Collector`` with a copy-free rollout when a batch is one vector step.
+
+    Takes TorchRL ``Collector``'s arguments. The fast path runs when ``frames_per_batch``
+    equals the env's batch size and the collector does nothing else per step (no random
+    initial frames, no replay buffer or interruptor, no trajectory ids, no device casts, no
+    reset at each iteration, no truncation marking, ``return_same_td=True``); otherwise
+    :meth:`rollout` is TorchRL's.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast_path = self._fast_path_applies()
+
+    def _fast_path_applies(self) -> bool:
+        return bool(
+            self.frames_per_batch == 1  # (TorchRL stores it per env: time steps per batch)
+            and len(self.env.batch_size) == 1
+            and self.return_same_td
+            and not self.track_traj_ids
+            and not self.reset_at_each_iter
+            and self.replay_buffer is None
+            and self.interruptor is None
+            and self.init_random_frames in (None, 0)
+            and not self._truncated_keys
+            and not self._cast_to_policy_device
+            and not self._cast_to_env_device
+            and not self._compact_next_keys
+            and not self.compiled_policy
+            and not self.cudagraphed_policy
+            and self.pre_collect_hook is None
+        )
+
+    def rollout(self) -> TensorDictBase:
+        """One vector step as an ``[N, 1]`` batch (TorchRL's rollout where not applicable)."""
+        if not self.fast_path:
+            return super().rollout()
+        carrier = self._carrier
+        with set_exploration_type(self.exploration_type):
+            policy_output = self._wrapped_policy(carrier)
+            if policy_output is not carrier:
+                carrier.update(policy_output, keys_to_update=self._policy_output_keys)
+            stepped, self._carrier = self.env.step_and_maybe_reset(carrier)
+        if self._carrier_has_no_device:
+            self._carrier.clear_device_()
+        out = stepped.unsqueeze(-1)
+        out.refine_names(..., "time")
+        return out
