@@ -386,7 +386,13 @@ def _fit(
     from lightning.pytorch.callbacks import TQDMProgressBar
 
     from ife_platform.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoints
-    from ife_platform.callbacks.evaluation import DDPWeightCheck, FinalEvaluation
+    from ife_platform.callbacks.evaluation import (
+        DDPWeightCheck,
+        FinalEvaluation,
+        PeriodicEvaluation,
+        evaluation_points,
+        video_points,
+    )
     from ife_platform.callbacks.resumed_logger import ResumedMLFlowLogger
     from ife_platform.envs import eval_env_kwargs
     from ife_platform.runs import logged_through
@@ -411,6 +417,13 @@ def _fit(
         out_dir=out_dir,
         env_kwargs=eval_env_kwargs(cfg),
         seed=cfg.seed + 12345,
+        mask_scale=cfg.tracking.mask_scale,
+        video_upscale=cfg.tracking.video_upscale,
+    )
+    t = cfg.tracking
+    points = evaluation_points(t.eval_every, cfg.train.total_steps, t.eval_points)
+    periodic = PeriodicEvaluation(
+        final, points, t.eval_every_episodes, video_points(points, t.eval_videos)
     )
     checkpoints = RunCheckpoints(
         out_dir / "checkpoints",
@@ -418,7 +431,7 @@ def _fit(
         keep=cfg.trainer.keep_checkpoints,
     )
     parts["checkpoints"] = checkpoints
-    all_callbacks = [checkpoints, DDPWeightCheck(), final, *callbacks]
+    all_callbacks = [checkpoints, DDPWeightCheck(), periodic, final, *callbacks]
     if agent_spec(cfg.agent.name).family == "rainbow":
         # (actor-critic tasks size their own: one thread per actor, the rest to the learner)
         from ife_platform.callbacks.threads import ThreadShare

@@ -217,7 +217,8 @@ def task_config(cfg: DictConfig, game: str, k: int | None) -> DictConfig:
         {
             "env": {"game": game},
             "train": {"total_steps": int(cfg.sequence.steps_per_task)},
-            "tracking": {"run_name": name},
+            # the runner evaluates every game every sequence.eval_every steps itself
+            "tracking": {"run_name": name, "eval_every": 0},
             "resume": None,
         },
     )
