@@ -575,7 +575,8 @@ def explain(agent: LoadedAgent | str, overrides: Sequence[str] = ()) -> ExplainR
 
     Mask-object alignment, leakage, faithfulness, the sanity check and (when asked or without
     attention) saliency (``docs/interpretability.md``), written to a folder and logged to the
-    agent's run as artifacts (``explain/<stamp>``) and ``explain/*`` metrics.
+    agent's run as artifacts (``explain/<stamp>``, counts and timings in its ``summary.json``)
+    and ``explain/*`` metrics (the measurements).
 
     Raises:
         CheckpointError, ConfigError, TrackingUnreachableError: before any game is played.
@@ -596,11 +597,12 @@ def explain(agent: LoadedAgent | str, overrides: Sequence[str] = ()) -> ExplainR
     run_id = log_run(uri, agent, cfg, "explain")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = Path(cfg.tracking.output_dir).resolve() / run_id / f"explain-{stamp}"
-    paths = E.write_outputs(rec, explanation, x, folder)
+    paths = E.write_outputs(rec, explanation, x, folder, run=run_id[:12])
     client = mlflow.MlflowClient(uri)
     for path in paths:
         client.log_artifact(run_id, str(path), f"explain/{stamp}")
-    for key, value in _numeric(explanation.summary).items():
+    # measurements only: frame counts, timings and other counts stay in summary.json
+    for key, value in E.metric_values(explanation.summary).items():
         client.log_metric(run_id, f"explain/{key}", value, step=agent.env_steps)
     return ExplainRun(explanation, run_id, folder, uri)
 
@@ -703,6 +705,7 @@ def compare(
     for row in rows:
         method = re.sub(r"[^0-9A-Za-z_]+", "_", row["method"]).strip("_")
         for key, value in _numeric(row).items():
-            client.log_metric(run_id, f"compare/{method}/{key}", value)
+            if key != "seeds":  # a count: it stays in compare.json / compare.csv
+                client.log_metric(run_id, f"compare/{method}/{key}", value)
     client.set_terminated(run_id)
     return CompareRun(rows, info, run_id, folder, uri)
