@@ -530,6 +530,8 @@ def evaluate(
         video_path=out_dir / "videos" / "evaluate_mask.mp4" if record else None,
         video_max_steps=cfg.tracking.video_max_steps,
         env_kwargs=eval_env_kwargs(cfg),
+        video_scale=cfg.tracking.mask_scale,
+        video_upscale=cfg.tracking.video_upscale,
     )
     if not log:
         return EvaluationRun(result, None, uri)
