@@ -1,14 +1,28 @@
-"""Observe-only callbacks: final evaluation with a mask video, and the DDP weight check."""
+"""Observe-only callbacks: evaluation during and after training with mask videos, DDP check."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
-from ife_platform.evaluation import evaluate
+from ife_platform.evaluation import EvalResult, evaluate
+
+
+def _log_result(trainer: L.Trainer, result: EvalResult, step: int) -> None:
+    """Log ``eval/*`` at ``step`` and the result's video under ``videos/`` (rank 0's logger)."""
+    logger = trainer.logger
+    if logger is None:
+        return
+    logger.log_metrics(result.metrics(), step=step)
+    run_id = getattr(logger, "run_id", None)
+    if result.video_path is not None and run_id is not None:
+        logger.experiment.log_artifact(run_id, str(result.video_path), "videos")
 
 
 class FinalEvaluation(L.Callback):
@@ -29,6 +43,8 @@ class FinalEvaluation(L.Callback):
         out_dir: where the mp4 is written before it is logged.
         env_kwargs: evaluation protocol (sticky actions, action set, ...).
         seed: evaluation seed.
+        mask_scale: the overlay's colour scale (``uniform`` or ``minmax``).
+        video_upscale: integer upscaling of the video frames.
     """
 
     def __init__(
@@ -42,6 +58,8 @@ class FinalEvaluation(L.Callback):
         out_dir: Path,
         env_kwargs: dict,
         seed: int,
+        mask_scale: str = "uniform",
+        video_upscale: int = 3,
     ) -> None:
         self.episodes = episodes
         self.epsilon = epsilon
@@ -51,30 +69,115 @@ class FinalEvaluation(L.Callback):
         self.out_dir = Path(out_dir)
         self.env_kwargs = env_kwargs
         self.seed = seed
-        self.result = None
+        self.mask_scale = mask_scale
+        self.video_upscale = video_upscale
+        self.result: EvalResult | None = None
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
-        if trainer.global_rank != 0 or self.episodes <= 0:
-            return
-        video_path = self.out_dir / "videos" / "eval_mask.mp4" if self.video else None
-        self.result = evaluate(
+    def play(self, pl_module: Any, episodes: int, video_path: Path | None) -> EvalResult:
+        """Evaluate the online network: ``episodes`` games, the first one to ``video_path``."""
+        return evaluate(
             pl_module.online,
             pl_module.cfg.env.game,
-            episodes=self.episodes,
+            episodes=episodes,
             epsilon=self.epsilon,
             seed=self.seed,
             max_steps=self.max_steps,
             video_path=video_path,
             video_max_steps=self.video_max_steps,
             env_kwargs=self.env_kwargs,
+            video_scale=self.mask_scale,
+            video_upscale=self.video_upscale,
         )
-        logger = trainer.logger
-        if logger is None:
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
+        if trainer.global_rank != 0 or self.episodes <= 0:
             return
-        logger.log_metrics(self.result.metrics(), step=pl_module.env_steps)
-        run_id = getattr(logger, "run_id", None)
-        if self.result.video_path is not None and run_id is not None:
-            logger.experiment.log_artifact(run_id, str(self.result.video_path), "videos")
+        video_path = self.out_dir / "videos" / "eval_mask.mp4" if self.video else None
+        self.result = self.play(pl_module, self.episodes, video_path)
+        _log_result(trainer, self.result, pl_module.env_steps)
+
+
+def evaluation_points(every: int, total: int, max_points: int) -> list[int]:
+    """Agent steps of the periodic evaluations of a ``total``-step run (the end excluded).
+
+    The spacing is ``every``, widened to ``ceil(total / max_points)`` when that is larger, so a
+    long run gets at most ``max_points - 1`` evaluations besides the final one. Example:
+    ``every=25_000`` of 100k steps gives 25k, 50k, 75k; of 10M steps with ``max_points=10``,
+    every 1M steps (1M ... 9M). ``every=0`` gives none.
+    """
+    if every <= 0 or max_points <= 0:
+        return []
+    step = max(every, math.ceil(total / max_points))
+    return list(range(step, total, step))
+
+
+def video_points(points: list[int], videos: int) -> set[int]:
+    """The ``videos`` evaluation points (of ``points``) that write a video, evenly spread.
+
+    The last point is always among them; ``videos=0`` gives none. Example: 9 points, 3 videos:
+    the 1st, 5th and 9th.
+    """
+    if videos <= 0 or not points:
+        return set()
+    idx = np.unique(np.round(np.linspace(len(points) - 1, 0, min(videos, len(points)))))
+    return {points[int(i)] for i in idx}
+
+
+class PeriodicEvaluation(L.Callback):
+    """Every ``points`` step during training, evaluate the online network and log ``eval/*``.
+
+    Observe-only: :meth:`FinalEvaluation.play` on the online network (eval mode, noise off,
+    restored after; its own seeded emulator), at the first batch end at or after each step of
+    ``points``. The metrics are the final evaluation's, logged at the agent step reached, so
+    ``eval/return_mean`` and the rest are curves whose last point is the final evaluation. At
+    the points of ``videos`` the first game is recorded to
+    ``videos/eval_mask_step<agent step>.mp4``. Only rank 0 evaluates and logs; a resumed run
+    skips the points its checkpoint had passed.
+
+    Args:
+        final: the run's final evaluation (protocol, seed, video settings).
+        points: agent steps to evaluate at (:func:`evaluation_points`).
+        episodes: games per evaluation point.
+        videos: the points that write a video (:func:`video_points`).
+    """
+
+    def __init__(
+        self, final: FinalEvaluation, points: list[int], episodes: int, videos: set[int]
+    ) -> None:
+        self.final = final
+        self.points = sorted(points)
+        self.episodes = episodes
+        self.videos = videos
+        self.results: list[tuple[int, EvalResult]] = []
+
+    def _due(self, steps: int) -> list[int]:
+        """The points ``steps`` has reached that are not done yet (one evaluation plays them)."""
+        due = [p for p in self.points if p <= steps]
+        self.points = self.points[len(due) :]
+        return due
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: Any) -> None:  # noqa: D102
+        # Before the task's own on_fit_start (which may fill the replay buffer) and after the
+        # checkpoint restored the counters: a resumed run's passed points are done.
+        self._due(int(pl_module.env_steps))
+
+    def _maybe_evaluate(self, trainer: L.Trainer, pl_module: Any) -> None:
+        due = self._due(int(pl_module.env_steps))
+        if not due or trainer.global_rank != 0 or self.episodes <= 0:
+            return
+        steps = int(pl_module.env_steps)
+        video = None
+        if self.final.video and self.videos.intersection(due):
+            video = self.final.out_dir / "videos" / f"eval_mask_step{steps:09d}.mp4"
+        result = self.final.play(pl_module, self.episodes, video)
+        self.results.append((steps, result))
+        _log_result(trainer, result, steps)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:  # noqa: D102
+        self._maybe_evaluate(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:  # noqa: D102
+        self._maybe_evaluate(trainer, pl_module)
 
 
 def parameter_digest(module: torch.nn.Module) -> int:

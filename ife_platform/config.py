@@ -180,10 +180,19 @@ class TrackingConfig:
     run_name: str | None = None
     video: bool = True  # mp4 of an evaluation episode with the mask at the end of training
     video_max_steps: int = 1000  # agent steps in that episode at most
+    video_upscale: int = 3  # integer upscaling of the video frames (nearest), legend below
+    # overlay colour scale: uniform (mask / uniform attention, log, fixed) | minmax (per frame)
+    mask_scale: str = "uniform"
     eval_episodes: int = 3  # raw-score evaluation episodes at the end of training (0: none)
     # a step cap per evaluation game on top of env.max_episode_frames (null: that cap alone,
     # the protocol); a game it cuts short counts in eval/truncated
     eval_max_steps: int | None = None
+    # agent steps between evaluations during training (eval/* as curves; 0: none), widened to
+    # train.total_steps / eval_points on long runs so a run has at most eval_points of them
+    eval_every: int = 25_000
+    eval_points: int = 10  # evaluations in a run at most, the final one included
+    eval_every_episodes: int = 2  # games per evaluation during training
+    eval_videos: int = 4  # evaluations during training that write a mask video (evenly spread)
     output_dir: str = "outputs"  # local checkpoints and videos (also logged as artifacts)
     parent_run: str | None = None  # create the run nested under this MLflow run (ife sweep)
     tags: dict[str, str] = field(default_factory=dict)  # more tags of a new run
@@ -210,6 +219,9 @@ class ExplainConfig:
     random_orders: int = 3  # random orders averaged for the reference curves
     video: bool = True  # mp4: raw frame | mask overlay [| saliency]
     video_max_steps: int = 1000  # frames in the mp4 at most
+    video_upscale: int = 3  # integer upscaling of the mp4's frames (nearest), legend below
+    # overlay colour scale: uniform (mask / uniform attention, log, fixed) | minmax (per frame)
+    mask_scale: str = "uniform"
     grid: bool = True  # draw the mask cell grid in the overlay
     table: str = "csv"  # per-frame table format: csv | parquet
 
@@ -699,6 +711,12 @@ DOMAINS: dict[str, Domain] = {
     "tracking.video_max_steps": at_least(1),
     "tracking.eval_episodes": at_least(0),
     "tracking.eval_max_steps": or_null(at_least(1)),
+    "tracking.video_upscale": at_least(1),
+    "tracking.mask_scale": one_of("uniform", "minmax"),
+    "tracking.eval_every": at_least(0),
+    "tracking.eval_points": at_least(1),
+    "tracking.eval_every_episodes": at_least(1),
+    "tracking.eval_videos": at_least(0),
     "train.total_steps": at_least(1),
     "train.nan_policy": one_of("stop", "skip_batch"),
     "explain.episodes": at_least(1),
@@ -710,6 +728,8 @@ DOMAINS: dict[str, Domain] = {
     "explain.saliency_sigma": above(0),
     "explain.deletion_steps": at_least(2),
     "explain.random_orders": at_least(1),
+    "explain.video_upscale": at_least(1),
+    "explain.mask_scale": one_of("uniform", "minmax"),
     "sequence.steps_per_task": at_least(1),
     "sequence.eval_every": at_least(1),
     "sequence.eval_episodes": at_least(1),

@@ -134,6 +134,7 @@ class StepView:
             perturbed observation (``ife explain``).
         first: this step starts a sequence for the agent (a game's first step, or a new
             life's under ``life_loss_terminal``): a recurrent state was zeroed before it.
+        value: the state value V(s) of an actor-critic's forward, or None (a Q-network).
     """
 
     episode: int
@@ -147,6 +148,16 @@ class StepView:
     heads: torch.Tensor | None = None
     state: tuple[torch.Tensor, ...] | None = None
     first: bool = False
+    value: float | None = None
+
+    def caption(self) -> str:
+        """The video legend's line: game, step, action played and its Q (or V of the state)."""
+        name = getattr(self.env.actions[self.action], "name", str(self.action))
+        if self.value is not None:
+            score = f"V(s) {self.value:.3f}"
+        else:
+            score = f"Q(s,a) {float(self.q[self.action]):.3f}"
+        return f"game {self.episode}  step {self.t}  action {name}  {score}"
 
 
 class ActingPolicy:
@@ -167,6 +178,7 @@ class ActingPolicy:
         self.num_actions = int(network.num_actions)
         self.extractor = network.extractor
         self._state: tuple | None = None
+        self.value: torch.Tensor | None = None  # [B] V(s) of the last recurrent forward
         self.input_state: tuple[torch.Tensor, ...] | None = None
         param = next(network.parameters())
         self.device = param.device
@@ -183,7 +195,7 @@ class ActingPolicy:
             self.reset(obs.shape[0])
         first = first.to(self.device)
         self.input_state = zero_rows(self._state, first)
-        logits, _, self._state = self.network.step(obs, self.input_state, first)
+        logits, self.value, self._state = self.network.step(obs, self.input_state, first)
         return logits
 
     @property
@@ -306,6 +318,11 @@ def play(
                             heads=None if heads is None else heads[0].float().cpu(),
                             state=None if state is None else tuple(s.cpu() for s in state),
                             first=first,
+                            value=(
+                                float(policy.value[0])
+                                if policy.recurrent and policy.value is not None
+                                else None
+                            ),
                         )
                         observer(view)
                     obs, reward, over, truncated, frame = env.step(action)
@@ -333,6 +350,8 @@ def evaluate(
     video_max_steps: int = 1000,
     env_kwargs: dict | None = None,
     noise: bool = False,
+    video_scale: str = "uniform",
+    video_upscale: int = 3,
 ) -> EvalResult:
     """Play whole games with a network and optionally record the first one as a mask video.
 
@@ -347,27 +366,40 @@ def evaluate(
         seed: seeds the emulator, the no-op starts and epsilon.
         max_steps: a step cap per game on top of the episode cap (None: the protocol's
             ``max_episode_frames`` of ``env_kwargs`` alone).
-        video_path: where to write the mp4 of the first game (mask over the raw 210x160 frame,
-            nearest upsampling so cells stay visible). None writes no video. Extractors without
-            an attention mask get the raw frames only.
+        video_path: where to write the mp4 of the first game: raw frame | mask overlay, upscaled
+            by ``video_upscale`` (nearest, so cells stay visible), over a legend with the step,
+            the action, Q(s,a) (or V(s)), the mask's max over uniform and entropy, and the
+            colour bar (:class:`~ife_platform.video.MaskVideoRecorder`). None writes no video.
+            Extractors without an attention mask get the raw frames and the caption only.
         video_max_steps: agent steps recorded at most.
         env_kwargs: protocol settings for :class:`AtariEvalEnv` (sticky actions, action set...).
         noise: evaluate with the noisy layers sampling (a diagnostic; see :func:`play`).
+        video_scale: the overlay's colour scale, ``"uniform"`` (mask / uniform, fixed) or
+            ``"minmax"`` (per frame; :func:`~ife_platform.video.mask_intensity`).
+        video_upscale: integer upscaling factor of the video frames.
     """
     env = AtariEvalEnv(game, seed=seed, **(env_kwargs or {}))
     extractor = network.extractor
     rects = extractor.cell_screen_rects().cpu().numpy() if extractor.has_attention else None
-    recorder = MaskVideoRecorder(rects, max_frames=video_max_steps) if video_path else None
+    recorder = (
+        MaskVideoRecorder(
+            rects,
+            with_raw=True,
+            max_frames=video_max_steps,
+            scale=video_scale,
+            upscale=video_upscale,
+        )
+        if video_path
+        else None
+    )
     entropies: list[float] = []
 
     def observe(step: StepView) -> None:
         if step.mask is not None:
             entropies.append(float(mask_entropy(step.mask[None])))
         if recorder is not None and step.episode == 0:
-            if step.mask is not None:
-                recorder.add(step.frame, step.mask.numpy())
-            elif len(recorder) < video_max_steps:
-                recorder.add(step.frame, np.zeros((1, 1), np.float32), _FULL_SCREEN)
+            mask = None if step.mask is None else step.mask.numpy()
+            recorder.add(step.frame, mask, caption=step.caption())
 
     result = play(
         network,
@@ -487,6 +519,3 @@ def evaluate_parallel(
         max_steps=max_steps,
         frame_skip=int(kwargs.get("frame_skip", 4)),
     )
-
-
-_FULL_SCREEN = np.array([[[0.0, 210.0, 0.0, 160.0]]])

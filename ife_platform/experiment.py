@@ -386,7 +386,13 @@ def _fit(
     from lightning.pytorch.callbacks import TQDMProgressBar
 
     from ife_platform.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoints
-    from ife_platform.callbacks.evaluation import DDPWeightCheck, FinalEvaluation
+    from ife_platform.callbacks.evaluation import (
+        DDPWeightCheck,
+        FinalEvaluation,
+        PeriodicEvaluation,
+        evaluation_points,
+        video_points,
+    )
     from ife_platform.callbacks.resumed_logger import ResumedMLFlowLogger
     from ife_platform.envs import eval_env_kwargs
     from ife_platform.runs import logged_through
@@ -411,6 +417,13 @@ def _fit(
         out_dir=out_dir,
         env_kwargs=eval_env_kwargs(cfg),
         seed=cfg.seed + 12345,
+        mask_scale=cfg.tracking.mask_scale,
+        video_upscale=cfg.tracking.video_upscale,
+    )
+    t = cfg.tracking
+    points = evaluation_points(t.eval_every, cfg.train.total_steps, t.eval_points)
+    periodic = PeriodicEvaluation(
+        final, points, t.eval_every_episodes, video_points(points, t.eval_videos)
     )
     checkpoints = RunCheckpoints(
         out_dir / "checkpoints",
@@ -418,7 +431,7 @@ def _fit(
         keep=cfg.trainer.keep_checkpoints,
     )
     parts["checkpoints"] = checkpoints
-    all_callbacks = [checkpoints, DDPWeightCheck(), final, *callbacks]
+    all_callbacks = [checkpoints, DDPWeightCheck(), periodic, final, *callbacks]
     if agent_spec(cfg.agent.name).family == "rainbow":
         # (actor-critic tasks size their own: one thread per actor, the rest to the learner)
         from ife_platform.callbacks.threads import ThreadShare
@@ -517,6 +530,8 @@ def evaluate(
         video_path=out_dir / "videos" / "evaluate_mask.mp4" if record else None,
         video_max_steps=cfg.tracking.video_max_steps,
         env_kwargs=eval_env_kwargs(cfg),
+        video_scale=cfg.tracking.mask_scale,
+        video_upscale=cfg.tracking.video_upscale,
     )
     if not log:
         return EvaluationRun(result, None, uri)
@@ -562,7 +577,8 @@ def explain(agent: LoadedAgent | str, overrides: Sequence[str] = ()) -> ExplainR
 
     Mask-object alignment, leakage, faithfulness, the sanity check and (when asked or without
     attention) saliency (``docs/interpretability.md``), written to a folder and logged to the
-    agent's run as artifacts (``explain/<stamp>``) and ``explain/*`` metrics.
+    agent's run as artifacts (``explain/<stamp>``, counts and timings in its ``summary.json``)
+    and ``explain/*`` metrics (the measurements).
 
     Raises:
         CheckpointError, ConfigError, TrackingUnreachableError: before any game is played.
@@ -583,11 +599,12 @@ def explain(agent: LoadedAgent | str, overrides: Sequence[str] = ()) -> ExplainR
     run_id = log_run(uri, agent, cfg, "explain")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = Path(cfg.tracking.output_dir).resolve() / run_id / f"explain-{stamp}"
-    paths = E.write_outputs(rec, explanation, x, folder)
+    paths = E.write_outputs(rec, explanation, x, folder, run=run_id[:12])
     client = mlflow.MlflowClient(uri)
     for path in paths:
         client.log_artifact(run_id, str(path), f"explain/{stamp}")
-    for key, value in _numeric(explanation.summary).items():
+    # measurements only: frame counts, timings and other counts stay in summary.json
+    for key, value in E.metric_values(explanation.summary).items():
         client.log_metric(run_id, f"explain/{key}", value, step=agent.env_steps)
     return ExplainRun(explanation, run_id, folder, uri)
 
@@ -690,6 +707,7 @@ def compare(
     for row in rows:
         method = re.sub(r"[^0-9A-Za-z_]+", "_", row["method"]).strip("_")
         for key, value in _numeric(row).items():
-            client.log_metric(run_id, f"compare/{method}/{key}", value)
+            if key != "seeds":  # a count: it stays in compare.json / compare.csv
+                client.log_metric(run_id, f"compare/{method}/{key}", value)
     client.set_terminated(run_id)
     return CompareRun(rows, info, run_id, folder, uri)

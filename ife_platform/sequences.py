@@ -217,7 +217,8 @@ def task_config(cfg: DictConfig, game: str, k: int | None) -> DictConfig:
         {
             "env": {"game": game},
             "train": {"total_steps": int(cfg.sequence.steps_per_task)},
-            "tracking": {"run_name": name},
+            # the runner evaluates every game every sequence.eval_every steps itself
+            "tracking": {"run_name": name, "eval_every": 0},
             "resume": None,
         },
     )
@@ -738,11 +739,13 @@ def write_report(
     games = report["games"]
     paths = [folder / "metrics.json", folder / "R.png"]
     paths[0].write_text(json.dumps(_finite(report), indent=1))
+    run = f", run {run_id[:12]}" if run_id else ""
     CM.plot_matrix(
         np.asarray(report["R"], dtype=np.float64),
         games,
         paths[1],
-        title=f"R ({report['normalisation']}), mode {report['mode']}",
+        title=f"R ({report['normalisation']}), mode {report['mode']}{run}",
+        colorbar_label=f"score ({report['normalisation']}-normalised)",
     )
     align = progress.get("alignment") or []
     if align and any(v is not None for row in align for v in row):
@@ -750,7 +753,16 @@ def write_report(
         if A.shape[0] < len(games) + 1:
             A = np.vstack([A, np.full((len(games) + 1 - A.shape[0], len(games)), np.nan)])
         paths.append(folder / "alignment_lift.png")
-        CM.plot_matrix(A, games, paths[-1], title="mask-object lift (1 = chance)")
+        finite = A[np.isfinite(A)]
+        top = max(2.0, float(finite.max())) if finite.size else 2.0
+        CM.plot_matrix(
+            A,
+            games,
+            paths[-1],
+            title=f"mask-object lift, mode {report['mode']}{run}",
+            colorbar_label="lift of the mask (1 = chance)",
+            limits=(0.0, top),  # 0 to at least twice chance: chance sits mid-scale or lower
+        )
     if client is not None and run_id is not None:
         for p in paths:
             client.log_artifact(run_id, str(p), "report")

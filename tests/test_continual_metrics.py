@@ -285,3 +285,8 @@ def test_plot_matrix_writes_readable_png(tmp_path):
     assert image.shape == (350, 580, 4)
     with pytest.raises(ValueError, match="2 games"):
         cl.plot_matrix(R3, ["pong", "breakout"], tmp_path / "x.png")
+    # a labelled colour bar on a fixed range (the alignment lift: 0 to twice chance)
+    lifted = cl.plot_matrix(
+        np.ones((4, 3)), list("abc"), tmp_path / "lift.png", "lift", "lift (1 = chance)", (0, 2)
+    )
+    assert matplotlib.image.imread(lifted).shape == (350, 580, 4)

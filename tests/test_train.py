@@ -93,7 +93,9 @@ def test_cli_train_logs_run_then_resume_continues(workdir: Path) -> None:
     assert {"config.yaml", "checkpoints/last.ckpt", "videos/eval_mask.mp4"} <= arts, arts
     video = Path(client.download_artifacts(run_id, "videos/eval_mask.mp4", str(workdir)))
     frames = read_mp4(video)
-    assert frames.shape[1:] == (210, 160, 3) and 1 <= frames.shape[0] <= 40
+    # raw | overlay upscaled 3x (tracking.video_upscale), a legend strip below
+    assert frames.shape[2:] == (3 * 320, 3) and frames.shape[1] > 3 * 210
+    assert 1 <= frames.shape[0] <= 40
     ckpt = load_checkpoint(workdir / "out" / run_id / "checkpoints" / "last.ckpt")
     first = ckpt["ife"]["counters"]
     assert first["env_steps"] == 240 and first["updates"] == 120

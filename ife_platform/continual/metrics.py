@@ -527,7 +527,14 @@ def summarise_over_seeds(
 # --------------------------------------------------------------------------------------------
 
 
-def plot_matrix(R: ArrayLike, games: Sequence[str], path: str | Path, title: str = "") -> Path:
+def plot_matrix(
+    R: ArrayLike,
+    games: Sequence[str],
+    path: str | Path,
+    title: str = "",
+    colorbar_label: str = "",
+    limits: tuple[float, float] | None = None,
+) -> Path:
     """Write the score matrix R as an annotated heatmap PNG (matplotlib Agg, no pyplot state).
 
     Rows are labelled ``"before"`` (row 0) and ``"after <game>"`` (row i); columns are the
@@ -538,6 +545,8 @@ def plot_matrix(R: ArrayLike, games: Sequence[str], path: str | Path, title: str
         games: The K game names, in sequence order.
         path: Output PNG path; parent folders are created.
         title: Figure title.
+        colorbar_label: What the colours measure, with its unit or reference.
+        limits: A fixed colour range (None: the finite values' range).
 
     Returns:
         The written path.
@@ -559,6 +568,8 @@ def plot_matrix(R: ArrayLike, games: Sequence[str], path: str | Path, title: str
     cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
     finite = m[np.isfinite(m)]
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if limits is not None:
+        vmin, vmax = limits
     if vmin == vmax:
         vmin, vmax = vmin - 0.5, vmax + 0.5
     fig = Figure(figsize=(1.1 * k + 2.5, 0.5 * (k + 1) + 1.5))
@@ -581,7 +592,9 @@ def plot_matrix(R: ArrayLike, games: Sequence[str], path: str | Path, title: str
     ax.set_ylabel("trained up to", fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax)
+    bar = fig.colorbar(image, ax=ax)
+    if colorbar_label:
+        bar.set_label(colorbar_label, fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     return out

@@ -115,6 +115,7 @@ class Recording:
     heads: np.ndarray | None = None
     states: tuple[torch.Tensor, ...] | None = None
     starts: np.ndarray | None = None
+    captions: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -145,6 +146,7 @@ class _Recorder:
         self.t: list[int] = []
         self.starts: list[bool] = []
         self.frames: list[np.ndarray] = []
+        self.captions: list[str] = []
         self.boxes: list[list[ObjectBox]] = []
         self.heads: list[torch.Tensor] = []
         self.states: list[tuple[torch.Tensor, ...]] = []
@@ -164,6 +166,7 @@ class _Recorder:
         self.starts.append(step.first)
         if len(self.frames) < self.max_frames:
             self.frames.append(step.frame.copy())
+            self.captions.append(step.caption())
         if self.objects is not None:
             self.boxes.append(self.objects.boxes(step.env.ale, step.frame))
 
@@ -208,6 +211,7 @@ def record(
         heads=torch.stack(rec.heads).numpy() if rec.heads else None,
         states=stack_states(rec.states) if rec.states else None,
         starts=np.asarray(rec.starts, dtype=bool),
+        captions=rec.captions,
     )
 
 
@@ -703,6 +707,32 @@ def observations_for(network: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
     return obs if need == have else np.ascontiguousarray(obs[:, have - need :])
 
 
+def is_count(key: str) -> bool:
+    """A summary key that counts or times something (frames, games, boxes, seconds, rates).
+
+    Counts stay in ``summary.json``; they are not MLflow metrics, whose charts would show a
+    single point of bookkeeping (:func:`metric_values`).
+    """
+    name = key.rsplit("/", 1)[-1]
+    return (
+        name in ("frames", "episodes", "n_boxes", "leakage_outside_receptive")
+        or name.endswith(("_frames", "_seconds", "_per_s"))
+        or name.startswith("n_")
+    )
+
+
+def metric_values(summary: dict[str, Any]) -> dict[str, float]:
+    """The summary's finite measurements, counts left out (:func:`is_count`): MLflow metrics."""
+    return {
+        k: float(v)
+        for k, v in summary.items()
+        if isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and not is_count(k)
+    }
+
+
 def _alignment_keys(categories: list[str]) -> list[str]:
     empty = M.alignment_metrics(np.full((1, 1), 1.0), np.array([[[0, 84, 0, 84]]]), [], categories)
     return [k for k in empty if k != "n_boxes"]
@@ -723,18 +753,46 @@ def _same_keys(rows: list[dict[str, float]]) -> list[dict[str, float]]:
 
 
 def render_video(rec: Recording, exp: Explanation, x: DictConfig) -> list[np.ndarray]:
-    """Frames of the explanation video: raw | mask overlay [| saliency] (nearest upsampling)."""
-    from ife_platform.video import grid_cell_rects, overlay_mask, side_by_side
+    """Frames of the explanation video: raw | mask overlay [| saliency], upscaled, legend below.
+
+    The mask is drawn on ``x.mask_scale`` (default: relative to uniform attention, a fixed
+    scale; :func:`~ife_platform.video.mask_intensity`); the saliency panel is min-max per
+    frame and the legend says so. Upscaling is ``x.video_upscale`` (nearest).
+    """
+    from ife_platform.video import (
+        MaskVideoRecorder,
+        compose_frame,
+        grid_cell_rects,
+        overlay_mask,
+    )
 
     pix_rects = grid_cell_rects(84, 84)
+    legend = MaskVideoRecorder(scale=x.mask_scale)  # its legend lines only
     out = []
     for i, frame in enumerate(rec.frames):
         panels = [frame]
+        mask = None
         if rec.masks is not None:
-            panels.append(overlay_mask(frame, rec.masks[i], exp.cell_rects, grid=x.grid))
+            mask = rec.masks[i]
+            panels.append(
+                overlay_mask(frame, mask, exp.cell_rects, grid=x.grid, scale=x.mask_scale)
+            )
+        caption = rec.captions[i] if i < len(rec.captions) else f"step {int(rec.t[i])}"
+        lines = legend.legend_lines(mask, caption)
         if i in exp.saliency:
-            panels.append(overlay_mask(frame, exp.saliency[i], pix_rects, color="heat"))
-        out.append(side_by_side(*panels))
+            panels.append(
+                overlay_mask(frame, exp.saliency[i], pix_rects, color="heat", scale="minmax")
+            )
+            lines.append("saliency panel: per-frame min-max (black-red-yellow-white)")
+        out.append(
+            compose_frame(
+                panels,
+                lines,
+                factor=x.video_upscale,
+                scale=None if mask is None else x.mask_scale,
+                cells=1 if mask is None else int(mask.size),
+            )
+        )
     return out
 
 
@@ -769,13 +827,56 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_plots(exp: Explanation, rows: list[dict[str, float]], folder: Path) -> list[Path]:
-    """PNG plots: metric distributions over frames and the deletion / insertion curves."""
+#: x-axis label and fixed range of each metric's distribution plot (None: from the data).
+_METRIC_AXES: dict[str, tuple[str, tuple[float, float] | None]] = {
+    "mass_in_box": ("mask mass inside object boxes (fraction, 0-1)", (0.0, 1.0)),
+    "lift": ("lift: mass in boxes / box area share (1 = chance)", None),
+    "auroc": ("AUROC of cells inside vs outside boxes (0.5 = chance)", (0.0, 1.0)),
+    "mask_entropy": ("mask entropy (nats)", None),
+}
+
+
+def _plain_axis(axis: Any) -> None:
+    """No offset or scientific notation on a metric axis ("1e-5+5.278" is unreadable)."""
+    from matplotlib.ticker import ScalarFormatter
+
+    fmt = ScalarFormatter(useOffset=False)
+    fmt.set_scientific(False)
+    axis.set_major_formatter(fmt)
+
+
+def _curve_limits(values: np.ndarray) -> tuple[float, float]:
+    """A y-range for score curves that does not magnify noise.
+
+    The span is at least a quarter of the largest magnitude (and 1e-3), centred on the data:
+    Q values that move by 0.001 around 0.27 show as flat, not as a cliff.
+    """
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    span = max(hi - lo, 0.25 * max(abs(lo), abs(hi)), 1e-3) * 1.1
+    centre = (lo + hi) / 2
+    return centre - span / 2, centre + span / 2
+
+
+def write_plots(
+    exp: Explanation, rows: list[dict[str, float]], folder: Path, run: str | None = None
+) -> list[Path]:
+    """PNG plots: metric distributions over frames, deletion / insertion curves, leakage map.
+
+    Every plot's title names the game, the extractor and ``run`` (e.g. the MLflow run id);
+    axes are labelled with units, reference lines are in a legend, metric axes carry no
+    offset notation, fractions keep their fixed 0-1 range, and the leakage map's colour bar
+    is the fixed 0-1 fraction (an all-zero map shows as zero, not as noise scaled to 1e-9).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    game, extractor = exp.summary.get("game", "?"), exp.summary.get("extractor", "?")
+    who = f"{game}, {extractor}" + (f", run {run}" if run else "")
     paths = []
     keys = [
         k
@@ -791,15 +892,31 @@ def write_plots(exp: Explanation, rows: list[dict[str, float]], folder: Path) ->
         if rows and k in rows[0]
     ]
     if keys:
-        fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.4), squeeze=False)
         for ax, key in zip(axes[0], keys, strict=True):
             vals = np.asarray([r[key] for r in rows], dtype=np.float64)
             vals = vals[np.isfinite(vals)]
-            ax.hist(vals, bins=20, color="tab:red" if "saliency" not in key else "tab:orange")
-            chance = {"lift": 1.0, "auroc": 0.5}.get(key.split("/")[-1])
+            name = key.split("/")[-1]
+            label, fixed = _METRIC_AXES.get(name, (name, None))
+            if name == "mask_entropy" and exp.cell_rects is not None:
+                cells = int(np.prod(exp.cell_rects.shape[:2]))
+                fixed = (0.0, float(np.log(cells)) * 1.02)  # 0 (one cell) .. ln L (uniform)
+                ax.axvline(np.log(cells), color="grey", ls=":", lw=1, label=f"uniform: ln {cells}")
+            colour = "tab:red" if "saliency" not in key else "tab:orange"
+            ax.hist(vals, bins=20, range=fixed if vals.size else None, color=colour)
+            chance = {"lift": 1.0, "auroc": 0.5}.get(name)
             if chance is not None:
-                ax.axvline(chance, color="k", ls="--", lw=1, label="chance")
-            ax.set_title(f"{key} ({vals.size} frames)", fontsize=8)
+                ax.axvline(chance, color="k", ls="--", lw=1, label=f"chance ({chance:g})")
+            if fixed is not None:
+                ax.set_xlim(*fixed)
+            _plain_axis(ax.xaxis)
+            source = "saliency" if key.startswith("saliency/") else "mask"
+            ax.set_title(f"{name} of the {source} ({vals.size} frames)", fontsize=10)
+            ax.set_xlabel(label, fontsize=9)
+            ax.set_ylabel("frames", fontsize=9)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+        fig.suptitle(f"Per-frame metrics: {who}", fontsize=11)
         fig.tight_layout()
         paths.append(folder / "metric_distributions.png")
         fig.savefig(paths[-1], dpi=100)
@@ -808,24 +925,34 @@ def write_plots(exp: Explanation, rows: list[dict[str, float]], folder: Path) ->
         score_label = {"q": "Q of the greedy action", "policy_prob": "pi(greedy action | s)"}[
             exp.summary.get("faithfulness_score", "q")
         ]
-        fig, axes = plt.subplots(1, 2, figsize=(7, 2.8))
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        limits = _curve_limits(np.concatenate([np.ravel(v) for v in exp.curves.values()]))
         for ax, mode in zip(axes, ("deletion", "insertion"), strict=True):
             f = np.linspace(0, 1, exp.curves[mode].size)
             ax.plot(f, exp.curves[mode], label="importance order")
             ax.plot(f, exp.curves[f"random_{mode}"], ls="--", label="random order")
             ax.set_xlabel(f"fraction of pixels {'removed' if mode == 'deletion' else 'shown'}")
-            ax.set_ylabel(score_label)
-            ax.set_title(mode)
-            ax.legend(fontsize=7)
+            ax.set_ylabel(f"{score_label} (mean over frames)")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(*limits)
+            _plain_axis(ax.yaxis)
+            ax.set_title(mode, fontsize=10)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"Deletion / insertion: {who}", fontsize=11)
         fig.tight_layout()
         paths.append(folder / "deletion_insertion.png")
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
     if exp.leakage_map is not None:
-        fig, ax = plt.subplots(figsize=(3.4, 3))
-        im = ax.imshow(exp.leakage_map, vmin=0, vmax=max(1e-9, float(np.nanmax(exp.leakage_map))))
-        fig.colorbar(im, ax=ax)
-        ax.set_title("leakage per cell", fontsize=8)
+        leak = np.asarray(exp.leakage_map, dtype=np.float64)
+        fig, ax = plt.subplots(figsize=(5.2, 4.8))
+        im = ax.imshow(leak, vmin=0.0, vmax=1.0, cmap="magma")
+        bar = fig.colorbar(im, ax=ax)
+        bar.set_label("leakage (fraction of the logit change, 0-1)")
+        ax.set_xlabel("mask cell column")
+        ax.set_ylabel("mask cell row")
+        mean, top = float(np.nanmean(leak)), float(np.nanmax(leak))
+        ax.set_title(f"Leakage per cell\n{who}\nmean {mean:.3g}, max {top:.3g}", fontsize=9)
         fig.tight_layout()
         paths.append(folder / "leakage.png")
         fig.savefig(paths[-1], dpi=100)
@@ -833,8 +960,13 @@ def write_plots(exp: Explanation, rows: list[dict[str, float]], folder: Path) ->
     return paths
 
 
-def write_outputs(rec: Recording, exp: Explanation, x: DictConfig, folder: Path) -> list[Path]:
-    """Write video, table, summary and plots into ``folder``; returns the written files."""
+def write_outputs(
+    rec: Recording, exp: Explanation, x: DictConfig, folder: Path, run: str | None = None
+) -> list[Path]:
+    """Write video, table, summary and plots into ``folder``; returns the written files.
+
+    ``run`` (the MLflow run id, or a label) goes into the plots' titles.
+    """
     from ife_platform.video import write_mp4
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -856,7 +988,7 @@ def write_outputs(rec: Recording, exp: Explanation, x: DictConfig, folder: Path)
         arrays["saliency"] = np.stack([exp.saliency[i] for i in sorted(exp.saliency)])
     paths.append(folder / "maps.npz")
     np.savez_compressed(paths[-1], **arrays)
-    paths += write_plots(exp, exp.rows, folder)
+    paths += write_plots(exp, exp.rows, folder, run)
     if x.video and rec.frames:
         paths.append(write_mp4(folder / "explain.mp4", render_video(rec, exp, x)))
     return paths
