@@ -383,7 +383,6 @@ def _fit(
     """Build the logger, callbacks, trainer and task, and fit (``parts`` gets them as built)."""
     import lightning as L
     import mlflow
-    from lightning.pytorch.callbacks import TQDMProgressBar
 
     from ife_platform.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoints
     from ife_platform.callbacks.evaluation import DDPWeightCheck, FinalEvaluation
@@ -425,16 +424,17 @@ def _fit(
         from ife_platform.threads import MachineShare
 
         all_callbacks.append(ThreadShare(MachineShare(cfg.trainer.threads)))
-    if cfg.trainer.progress_bar:
-        import sys
+    if cfg.trainer.progress_bar:  # agent steps against the budget (not Lightning's batches)
+        from ife_platform.callbacks.progress import StepProgress
 
-        all_callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 100))
+        name = f" ({cfg.tracking.run_name})" if cfg.tracking.run_name else ""
+        all_callbacks.append(StepProgress(f"train {cfg.env.game}{name}"))
     trainer = L.Trainer(
         max_epochs=total_epochs(cfg),
         logger=logger,
         callbacks=all_callbacks,
         log_every_n_steps=1,
-        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_progress_bar=False,  # StepProgress instead
         enable_model_summary=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
