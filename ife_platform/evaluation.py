@@ -333,6 +333,7 @@ def evaluate(
     video_max_steps: int = 1000,
     env_kwargs: dict | None = None,
     noise: bool = False,
+    progress: Callable[[StepView], None] | None = None,
 ) -> EvalResult:
     """Play whole games with a network and optionally record the first one as a mask video.
 
@@ -353,6 +354,7 @@ def evaluate(
         video_max_steps: agent steps recorded at most.
         env_kwargs: protocol settings for :class:`AtariEvalEnv` (sticky actions, action set...).
         noise: evaluate with the noisy layers sampling (a diagnostic; see :func:`play`).
+        progress: also called at every step (a progress display; it only observes).
     """
     env = AtariEvalEnv(game, seed=seed, **(env_kwargs or {}))
     extractor = network.extractor
@@ -361,6 +363,8 @@ def evaluate(
     entropies: list[float] = []
 
     def observe(step: StepView) -> None:
+        if progress is not None:
+            progress(step)
         if step.mask is not None:
             entropies.append(float(mask_entropy(step.mask[None])))
         if recorder is not None and step.episode == 0:

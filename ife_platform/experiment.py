@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -507,17 +508,21 @@ def evaluate(
     uri = open_tracking_store(cfg.tracking.uri) if log else resolve_tracking_uri(cfg.tracking.uri)
     record = cfg.tracking.video if video is None else video
     out_dir = Path(cfg.tracking.output_dir).resolve() / (agent.run_id or "evaluate")
+    games = cfg.tracking.eval_episodes if episodes is None else episodes
+    shown = _game_progress(f"evaluate {cfg.env.game}", games, cfg, cfg.tracking.eval_max_steps)
     result = play_games(
         agent.network,
         cfg.env.game,
-        episodes=cfg.tracking.eval_episodes if episodes is None else episodes,
+        episodes=games,
         epsilon=cfg.agent.eval_epsilon,
         seed=cfg.seed + 54321,
         max_steps=cfg.tracking.eval_max_steps,
         video_path=out_dir / "videos" / "evaluate_mask.mp4" if record else None,
         video_max_steps=cfg.tracking.video_max_steps,
         env_kwargs=eval_env_kwargs(cfg),
+        progress=shown,
     )
+    shown.close()
     if not log:
         return EvaluationRun(result, None, uri)
     import mlflow
@@ -529,6 +534,15 @@ def evaluate(
     if result.video_path is not None:
         client.log_artifact(run_id, str(result.video_path), "videos")
     return EvaluationRun(result, run_id, uri)
+
+
+def _game_progress(desc: str, episodes: int, cfg: DictConfig, max_steps: int | None) -> Any:
+    """A progress display of evaluation games (agent steps up to each game's cap)."""
+    from ife_platform.envs import cap_steps
+    from ife_platform.progress import GameProgress
+
+    cap = cap_steps(cfg.env.max_episode_frames, cfg.env.frame_skip)
+    return GameProgress(desc, episodes, min(cap, max_steps) if max_steps else cap)
 
 
 def _numeric(summary: dict[str, Any]) -> dict[str, float]:
@@ -578,7 +592,10 @@ def explain(agent: LoadedAgent | str, overrides: Sequence[str] = ()) -> ExplainR
         agent = load_agent(agent, overrides)
     cfg, x = agent.cfg, agent.cfg.explain
     uri = open_tracking_store(cfg.tracking.uri)
-    rec, note = E.record_agent(agent, video=x.video)
+    shown = _game_progress(f"explain {cfg.env.game}", x.episodes, cfg, x.max_steps)
+    rec, note = E.record_agent(agent, video=x.video, progress=shown)
+    shown.close()
+    print(f"explain {cfg.env.game}: analysing {len(rec):,} frames", file=sys.stderr, flush=True)
     explanation = E.analyse(agent.network, rec, x, seed=cfg.seed, objects_note=note)
     run_id = log_run(uri, agent, cfg, "explain")
     stamp = time.strftime("%Y%m%d-%H%M%S")

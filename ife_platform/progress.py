@@ -137,3 +137,33 @@ class Progress:
 
 def _short(value: Any) -> str:
     return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+class GameProgress:
+    """A :class:`Progress` over evaluation games, fed by the evaluation loop's observer.
+
+    Games end when they end, so the total is the games' step cap (``episodes x cap``): the
+    position jumps to the next game's start when a game ends early, and the ETA is an upper
+    bound.
+
+    Args:
+        desc: what is done (``evaluate pong``).
+        episodes: games to play.
+        cap: agent steps per game at most.
+        kwargs: more :class:`Progress` arguments.
+    """
+
+    def __init__(self, desc: str, episodes: int, cap: int, **kwargs: Any) -> None:
+        self.episodes, self.cap = int(episodes), max(int(cap), 1)
+        self.progress = Progress(self.episodes * self.cap, desc, **kwargs)
+
+    def __call__(self, step: Any) -> None:
+        """Observe one step (``step.episode``, ``step.t``: an evaluation ``StepView``)."""
+        self.progress.update(
+            step.episode * self.cap + step.t + 1, game=f"{step.episode + 1}/{self.episodes}"
+        )
+
+    def close(self) -> None:
+        """Every game played: the display ends at its total."""
+        self.progress.update(self.progress.total)
+        self.progress.close()

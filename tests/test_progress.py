@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import TINY, run_ife, tracking_args
+from mlflow import MlflowClient
 
-from ife_platform.progress import Progress, duration
+from ife_platform.progress import GameProgress, Progress, duration
 
 
 class Clock:
@@ -67,6 +69,19 @@ def test_terminal_bar_shows_percent_rate_and_eta() -> None:
     assert "steps/s" in text and "<" in text and "return 3.0" in text
 
 
+def test_game_progress_counts_steps_up_to_each_games_cap() -> None:
+    out = io.StringIO()
+    games = GameProgress("evaluate pong", 3, 100, stream=out, every_s=0.0)
+    for t in range(40):  # game 1 ends after 40 steps: game 2 starts at step 100
+        games(SimpleNamespace(episode=0, t=t))
+    games(SimpleNamespace(episode=1, t=0))
+    assert games.progress.done == 101 and games.progress.total == 300
+    assert out.getvalue().splitlines()[-1].startswith("evaluate pong: 101/300 agent steps (34%)")
+    assert "game 2/3" in out.getvalue().splitlines()[-1]
+    games.close()
+    assert out.getvalue().splitlines()[-1].startswith("evaluate pong: 300/300 agent steps (100%)")
+
+
 @pytest.mark.slow
 def test_training_prints_agent_steps_not_lightning_batches(workdir: Path) -> None:
     """A real run with its progress display on, its stderr a pipe: plain lines in agent steps."""
@@ -78,3 +93,12 @@ def test_training_prints_agent_steps_not_lightning_batches(workdir: Path) -> Non
     assert lines[-1].startswith(f"{start}240/240 agent steps (100%)")
     assert "steps/s" in lines[-1] and "ETA 0:00" in lines[-1]
     assert "v_num" not in proc.stderr and "Epoch " not in proc.stderr
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("ife").experiment_id])
+    run_id = run.info.run_id
+    proc = run_ife(
+        workdir,
+        ["evaluate", run_id, "tracking.video=false", *tracking_args(workdir)],
+    )
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("evaluate breakout: ")]
+    assert lines and lines[-1].startswith("evaluate breakout: 120/120 agent steps (100%)")
