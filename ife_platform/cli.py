@@ -213,7 +213,20 @@ def cmd_evaluate(args: list[str]) -> int:
     if result.video_path is not None:
         print(f"  mask video: {result.video_path}")
     print(f"logged to MLflow run {run.run_id} in {run.tracking_uri}")
+    _print_url(run.tracking_uri, run.run_id)
     return 0
+
+
+def _print_url(uri: str, run_id: str, folder: object = None) -> None:
+    """The end of a command: the mp4s it wrote (in ``folder``) and the run's page in the UI."""
+    from pathlib import Path
+
+    from ife_platform.tracking import run_page
+
+    if folder is not None:
+        for video in sorted(Path(str(folder)).glob("*.mp4")):
+            print(f"video: {video}")
+    print(f"open in the UI (ife ui): {run_page(uri, run_id)}")
 
 
 def cmd_explain(args: list[str]) -> int:
@@ -226,6 +239,7 @@ def cmd_explain(args: list[str]) -> int:
     run = experiment.explain(experiment.load_agent(args[0], args[1:]))
     print(format_summary(run.explanation.summary, run.explanation.notes))
     print(f"files: {run.folder}\nlogged to MLflow run {run.run_id} in {run.tracking_uri}")
+    _print_url(run.tracking_uri, run.run_id, run.folder)
     return 0
 
 
@@ -247,6 +261,7 @@ def cmd_compare(args: list[str]) -> int:
     for line in run.info["notes"]:
         print(f"note: {line}")
     print(f"files: {run.folder}\nlogged to MLflow run {run.run_id} in {run.tracking_uri}")
+    _print_url(run.tracking_uri, run.run_id, run.folder)
     return 0
 
 
@@ -293,6 +308,7 @@ def cmd_sweep(args: list[str]) -> int:
 
     result = run_sweep(args)
     print(f"sweep run {result.run_id} in {result.tracking_uri}")
+    _print_url(result.tracking_uri, result.run_id)
     if result.stopped_by is not None:
         print(f"stopped; continue it with: ife sweep resume={result.run_id}", file=sys.stderr)
     elif result.incomplete and not result.failed:
@@ -357,6 +373,7 @@ def cmd_ui(args: list[str]) -> int:
         else:
             raise ConfigError(f"ife ui takes --port and tracking.uri=URI, not '{word}'")
     uri = open_tracking_store(uri)  # checked (never another application's database)
+    url = _experiment_url(uri, opts.port)
     cmd = [
         sys.executable,
         "-m",
@@ -369,9 +386,19 @@ def cmd_ui(args: list[str]) -> int:
         "--port",
         str(opts.port),
     ]
-    print(f"MLflow UI for {uri} at http://127.0.0.1:{opts.port}")
+    print(f"MLflow UI for {uri} at http://127.0.0.1:{opts.port}\nruns: {url}", flush=True)
     os.execv(sys.executable, cmd)
     return 0  # pragma: no cover
+
+
+def _experiment_url(uri: str, port: int) -> str:
+    """The runs table of the platform's experiment in ``ife ui`` (model-training view)."""
+    import mlflow
+
+    from ife_platform.tracking import ensure_experiment, run_url
+
+    name = compose([]).tracking.experiment
+    return run_url(uri, ensure_experiment(mlflow.MlflowClient(uri), name), port=port)
 
 
 def cmd_config(args: list[str]) -> int:

@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from ife_platform.agents import LoadedAgent, load_agent, log_run
 from ife_platform.config import ConfigError, agent_spec, family_view, to_container, to_yaml
 from ife_platform.evaluation import EvalResult
+from ife_platform.tracking import run_page
 
 __all__ = [
     "CompareRun",
@@ -81,6 +82,9 @@ class RunResult:
             )
         lines.append(f"MLflow run {self.run_id} in {self.tracking_uri}")
         lines.append(f"checkpoints: {self.checkpoint_dir}")
+        if self.evaluation is not None and self.evaluation.video_path is not None:
+            lines.append(f"mask video: {self.evaluation.video_path}")
+        lines.append(f"open in the UI (ife ui): {run_page(self.tracking_uri, self.run_id)}")
         return "\n".join(lines)
 
 
