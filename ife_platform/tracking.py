@@ -48,6 +48,7 @@ __all__ = [
     "ensure_experiment",
     "flatten_dict",
     "git_info",
+    "log_artifact_once",
     "log_config",
     "log_environment",
     "missing_store_driver",
@@ -606,6 +607,32 @@ def run_page(uri: str, run_id: str, port: int = UI_PORT) -> str:
 
     run = retry_if_locked(lambda: mlflow.MlflowClient(uri).get_run(run_id))
     return run_url(uri, run.info.experiment_id, run_id, port)
+
+
+def log_artifact_once(client: MlflowClient, run_id: str, path: str | Path, folder: str) -> None:
+    """Log a file as an artifact without a second copy on disk where the store allows.
+
+    For a local artifact store (``file:``) the artifact is a hard link to ``path`` (made
+    atomically; a copy where the two are on different filesystems): one copy of a 70 MB
+    checkpoint on disk under two names. Any other store gets ``log_artifact``'s upload.
+    """
+    import shutil
+
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    root = retry_if_locked(lambda: client.get_run(run_id)).info.artifact_uri
+    if urlparse(root).scheme.lower() != "file":
+        client.log_artifact(run_id, str(path), folder)
+        return
+    dest = Path(local_file_uri_to_path(root)) / folder / Path(path).name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:  # another filesystem, or no hard links: a copy
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, dest)  # readers see the old file or the new one, never half of one
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
