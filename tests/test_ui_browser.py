@@ -105,7 +105,7 @@ def test_ui_shows_the_run_its_chart_and_plays_its_mask_video(tmp_path: Path) -> 
             ".length > 0",
             timeout=60,
         )
-        assert browser.wait_for("document.body.innerText.includes('train/loss')", timeout=30)
+        assert browser.wait_for("document.body.innerText.includes('eval/cap_frames')", timeout=30)
         time.sleep(1.0)  # let the charts finish drawing for the screenshot
         _keep(browser.screenshot(tmp_path / "ui_metrics.png"))
         # 3. the mask video's artifact preview loads and plays
