@@ -1068,7 +1068,7 @@ def key_docs() -> dict[str, KeyGroup]:
     def default_of(f: dataclasses.Field) -> Any:
         if f.default is not dataclasses.MISSING:
             return f.default
-        return f.default_factory()  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[operator]
 
     def row(key: str, annotation: str, default: Any, doc: str) -> KeyDoc:
         domain = DOMAINS.get(key)
