@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ife_platform.checkpoint import atomic_link, atomic_save, local_checkpoints, step_file_name
 from ife_platform.runs import NonFiniteError
+from ife_platform.tracking import log_artifact_once
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class RunCheckpoints(L.Callback):
         if run_id is None:
             return
         try:
-            logger.experiment.log_artifact(run_id, str(self.dirpath / "last.ckpt"), "checkpoints")
+            # a hard link into a local store: the checkpoint is on disk once
+            log_artifact_once(logger.experiment, run_id, self.dirpath / "last.ckpt", "checkpoints")
         except Exception as err:  # the local copy is what resume reads first
             log.warning("could not log the checkpoint to MLflow (kept locally): %s", err)

@@ -86,12 +86,12 @@ class ModelConfig:
     hue_window: int = 6  # HUE cell window in input pixels; must divide the 84x84 input
     spectral_norm: bool = True  # spectral norm on residual convs (ife AFE, impala)
     hidden: int = 256  # hidden units of each dueling stream
-    dueling: bool = True
+    dueling: bool = True  # dueling value / advantage streams
     noisy: bool = True  # factorised noisy linear layers in the head (DER)
-    noisy_sigma0: float = 0.1
+    noisy_sigma0: float = 0.1  # initial noise scale of the noisy layers
     num_atoms: int = 51  # atoms of the C51 head (agent.loss=c51); agent.loss=huber: scalar Q
-    v_min: float = -10.0
-    v_max: float = 10.0
+    v_min: float = -10.0  # lowest C51 atom (support of the return distribution)
+    v_max: float = 10.0  # highest C51 atom
 
 
 @dataclass
@@ -103,27 +103,27 @@ class AgentConfig:
     """
 
     name: str = "rainbow_der"  # set by agent=NAME: rainbow_der | rainbow_fast | a3c_lstm | s3ta
-    gamma: float = 0.99
-    eval_epsilon: float = 0.001
+    gamma: float = 0.99  # discount per agent step
+    eval_epsilon: float = 0.001  # epsilon-greedy in evaluation games, noise off
     # the loss, which also chooses the Rainbow head: c51 (C51 head, DER) | huber (scalar Q
     # head, Fast Rainbow); a2c for the actor-critic agents
     loss: str = "c51"
     # Rainbow family
     batch_size: int = 32  # transitions per update
-    n_step: int = 20
-    double_q: bool = True
+    n_step: int = 20  # multi-step return length (DER 20, Fast Rainbow 3)
+    double_q: bool = True  # the online network picks the target action (double DQN)
     learning_starts: int = 1600  # agent steps (all envs of a rank) before the first update
     updates_per_step: float = 1.0  # updates per agent step per rank (replay ratio)
     target_update_period: int = 2000  # updates between hard target copies
     epsilon_start: float = 0.0  # epsilon-greedy (0 with noisy nets)
-    epsilon_end: float = 0.0
+    epsilon_end: float = 0.0  # epsilon after epsilon_decay_steps
     epsilon_decay_steps: int = 1  # agent steps for the linear decay
     # Actor-critic family (a3c_lstm, s3ta): asynchronous actor processes, n-step rollouts.
     actors: int = 2  # actor processes, each with its own envs and a copy of the policy
     rollout: int = 20  # agent steps per env per rollout (the A3C profile's 20)
-    gae_lambda: float = 1.0
-    entropy_coef: float = 0.01
-    value_coef: float = 0.5
+    gae_lambda: float = 1.0  # GAE lambda (1: plain n-step advantages, as A3C)
+    entropy_coef: float = 0.01  # weight of the policy-entropy bonus
+    value_coef: float = 0.5  # weight of the value loss
     lstm_hidden: int = 512  # the policy LSTM (a3c_lstm; S3TA's is 256, set in its preset)
 
 
@@ -131,11 +131,11 @@ class AgentConfig:
 class ReplayConfig:
     """Prioritized replay (TorchRL), uint8 observations."""
 
-    capacity: int = 100_000
-    alpha: float = 0.5
-    beta_start: float = 0.4
+    capacity: int = 100_000  # transitions held per rank (about 8.9 kB each)
+    alpha: float = 0.5  # priority exponent (0: uniform sampling)
+    beta_start: float = 0.4  # importance-sampling exponent at the first update
     beta_end: float = 1.0  # linear from agent.learning_starts to train.total_steps
-    priority_eps: float = 1e-6
+    priority_eps: float = 1e-6  # added to every priority, so none is 0
     # importance weights normalised by the sampled batch's largest weight (DER references) or
     # by the smallest priority in the whole buffer (TorchRL's default); docs/design.md
     weight_norm: str = "batch"  # batch | buffer
@@ -146,8 +146,8 @@ class ReplayConfig:
 class OptimConfig:
     """Adam settings."""
 
-    lr: float = 1e-4
-    eps: float = 1.5e-4
+    lr: float = 1e-4  # learning rate
+    eps: float = 1.5e-4  # Adam's epsilon
     grad_clip: float | None = 10.0  # max global gradient norm; null: no clipping
     fused: bool = True  # one fused Adam kernel (CPU, CUDA): same update, 5x faster step on CPU
 
@@ -157,8 +157,8 @@ class TrainerConfig:
     """Lightning trainer: devices, precision, strategy."""
 
     accelerator: str = "auto"  # auto | cpu | gpu | cuda | mps (Lightning's names; docs/config.md)
-    devices: int = 1
-    num_nodes: int = 1
+    devices: int = 1  # devices per node (processes with trainer.strategy=ddp)
+    num_nodes: int = 1  # machines of a DDP run
     strategy: str = "auto"  # auto | ddp
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed (GPU) | ... (docs/config.md)
     steps_per_epoch: int = 10_000  # agent steps per Lightning epoch; checkpoints at epoch ends
@@ -167,8 +167,8 @@ class TrainerConfig:
     # torch threads of a Rainbow training process; 0: its share of the usable cores (affinity,
     # cgroup quota) divided by the training processes running on this machine, re-checked
     threads: int = 0
-    log_every_updates: int = 50
-    progress_bar: bool = True
+    log_every_updates: int = 50  # updates between train/* metric logs
+    progress_bar: bool = True  # agent steps, rate, ETA, latest return (plain lines off a TTY)
 
 
 @dataclass
@@ -176,8 +176,8 @@ class TrackingConfig:
     """MLflow tracking."""
 
     uri: str | None = None  # default: MLFLOW_TRACKING_URI or sqlite:///./mlflow.db
-    experiment: str = "ife"
-    run_name: str | None = None
+    experiment: str = "ife"  # MLflow experiment of new runs
+    run_name: str | None = None  # MLflow run name (null: MLflow picks one)
     video: bool = True  # mp4 of an evaluation episode with the mask at the end of training
     video_max_steps: int = 1000  # agent steps in that episode at most
     video_upscale: int = 3  # integer upscaling of the video frames (nearest), legend below
@@ -234,9 +234,9 @@ class SequenceConfig:
     and then every ``eval_every`` steps (past, current and future games).
     """
 
-    name: str = "custom"
+    name: str = "custom"  # the sequence's name (set by the demo3 / cora presets)
     games: list[str] = field(default_factory=list)  # ale-py ids, trained in this order
-    steps_per_task: int = 100_000
+    steps_per_task: int = 100_000  # agent steps of training per game
     eval_every: int = 25_000  # agent steps between evaluations of every game
     eval_episodes: int = 3  # games per game per evaluation point (played in parallel envs)
     # agent steps per evaluation game at most: 4,500 steps (18k frames) cut long games short of
@@ -1005,3 +1005,111 @@ def to_yaml(cfg: DictConfig) -> str:
 def to_container(cfg: DictConfig) -> dict:
     """Plain nested dict of the resolved config."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------
+# Key documentation (``ife train --help``): read from the schemas above, comments included
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyDoc:
+    """One config key as ``ife COMMAND --help`` lists it.
+
+    Attributes:
+        key: the dotted key (``env.game``).
+        type: the annotation as written in the schema (``int``, ``float | None``).
+        default: the schema default (presets may change it; ``ife config show`` shows those).
+        doc: the key's comment in the schema, on one line ("" when it has none).
+        domain: the allowed values (:data:`DOMAINS`), "" when not checked.
+        family: the agent family that alone reads the key (None: every agent).
+    """
+
+    key: str
+    type: str
+    default: Any
+    doc: str
+    domain: str = ""
+    family: str | None = None
+
+
+def _field_comments(cls: type) -> dict[str, tuple[str, str]]:
+    """``{field: (annotation, comment)}`` of a schema class, from its source.
+
+    A field's comment is the ``#`` comment at the end of its line(s), else the block of
+    comment lines right above it (a blank line or code ends the block).
+    """
+    import ast
+    import inspect
+
+    source = inspect.getsource(cls)
+    lines = source.splitlines()
+    tree = ast.parse(source)
+    out: dict[str, tuple[str, str]] = {}
+    for node in tree.body[0].body:  # type: ignore[attr-defined]
+        if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
+            continue
+        comment = ""
+        end = node.end_lineno or node.lineno
+        for line in lines[node.lineno - 1 : end]:
+            if "#" in line:  # no schema default holds a '#'
+                comment = line.split("#", 1)[1].strip()
+        if not comment:
+            above: list[str] = []
+            i = node.lineno - 2
+            while i >= 0 and lines[i].strip().startswith("#"):
+                above.insert(0, lines[i].strip().lstrip("#").strip())
+                i -= 1
+            comment = " ".join(above)
+        out[node.target.id] = (ast.unparse(node.annotation), comment)
+    return out
+
+
+@dataclass(frozen=True)
+class KeyGroup:
+    """A schema section as ``--help`` lists it: ``env``, its title and its keys."""
+
+    name: str
+    title: str
+    keys: list[KeyDoc]
+
+
+def key_docs() -> dict[str, KeyGroup]:
+    """Every config key with its type, schema default, doc comment and domain, by group.
+
+    Groups are the schema sections in :class:`Config`'s order (``agent``, ``env``, ...), then
+    ``top`` for the top-level keys (``seed``, ``resume``); a group's title is the first line
+    of its schema's docstring. Reads the source of this module (no torch, no Lightning).
+    """
+    import dataclasses
+
+    from ife_platform.registry import key_family
+
+    def default_of(f: dataclasses.Field) -> Any:
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        return f.default_factory()  # type: ignore[operator]
+
+    def row(key: str, annotation: str, default: Any, doc: str) -> KeyDoc:
+        domain = DOMAINS.get(key)
+        text = domain.text if domain else ""
+        return KeyDoc(key, annotation, default, doc, text, key_family(key))
+
+    groups: dict[str, KeyGroup] = {}
+    top: list[KeyDoc] = []
+    top_notes = _field_comments(Config)
+    for f in dataclasses.fields(Config):
+        value = default_of(f)
+        if dataclasses.is_dataclass(value):
+            notes = _field_comments(type(value))
+            title = (type(value).__doc__ or f.name).strip().splitlines()[0].rstrip(".")
+            keys = []
+            for sub in dataclasses.fields(value):
+                annotation, doc = notes[sub.name]
+                keys.append(row(f"{f.name}.{sub.name}", annotation, default_of(sub), doc))
+            groups[f.name] = KeyGroup(f.name, title, keys)
+        else:
+            annotation, doc = top_notes[f.name]
+            top.append(row(f.name, annotation, value, doc))
+    groups["top"] = KeyGroup("top", "Top-level keys", top)
+    return groups

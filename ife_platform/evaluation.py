@@ -352,6 +352,7 @@ def evaluate(
     noise: bool = False,
     video_scale: str = "uniform",
     video_upscale: int = 3,
+    progress: Callable[[StepView], None] | None = None,
 ) -> EvalResult:
     """Play whole games with a network and optionally record the first one as a mask video.
 
@@ -377,6 +378,7 @@ def evaluate(
         video_scale: the overlay's colour scale, ``"uniform"`` (mask / uniform, fixed) or
             ``"minmax"`` (per frame; :func:`~ife_platform.video.mask_intensity`).
         video_upscale: integer upscaling factor of the video frames.
+        progress: also called at every step (a progress display; it only observes).
     """
     env = AtariEvalEnv(game, seed=seed, **(env_kwargs or {}))
     extractor = network.extractor
@@ -395,6 +397,8 @@ def evaluate(
     entropies: list[float] = []
 
     def observe(step: StepView) -> None:
+        if progress is not None:
+            progress(step)
         if step.mask is not None:
             entropies.append(float(mask_entropy(step.mask[None])))
         if recorder is not None and step.episode == 0:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from omegaconf import DictConfig
 from ife_platform.agents import LoadedAgent, load_agent, log_run
 from ife_platform.config import ConfigError, agent_spec, family_view, to_container, to_yaml
 from ife_platform.evaluation import EvalResult
+from ife_platform.tracking import run_page
 
 __all__ = [
     "CompareRun",
@@ -80,6 +82,9 @@ class RunResult:
             )
         lines.append(f"MLflow run {self.run_id} in {self.tracking_uri}")
         lines.append(f"checkpoints: {self.checkpoint_dir}")
+        if self.evaluation is not None and self.evaluation.video_path is not None:
+            lines.append(f"mask video: {self.evaluation.video_path}")
+        lines.append(f"open in the UI (ife ui): {run_page(self.tracking_uri, self.run_id)}")
         return "\n".join(lines)
 
 
@@ -383,7 +388,6 @@ def _fit(
     """Build the logger, callbacks, trainer and task, and fit (``parts`` gets them as built)."""
     import lightning as L
     import mlflow
-    from lightning.pytorch.callbacks import TQDMProgressBar
 
     from ife_platform.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoints
     from ife_platform.callbacks.evaluation import (
@@ -438,16 +442,17 @@ def _fit(
         from ife_platform.threads import MachineShare
 
         all_callbacks.append(ThreadShare(MachineShare(cfg.trainer.threads)))
-    if cfg.trainer.progress_bar:
-        import sys
+    if cfg.trainer.progress_bar:  # agent steps against the budget (not Lightning's batches)
+        from ife_platform.callbacks.progress import StepProgress
 
-        all_callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 100))
+        name = f" ({cfg.tracking.run_name})" if cfg.tracking.run_name else ""
+        all_callbacks.append(StepProgress(f"train {cfg.env.game}{name}"))
     trainer = L.Trainer(
         max_epochs=total_epochs(cfg),
         logger=logger,
         callbacks=all_callbacks,
         log_every_n_steps=1,
-        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_progress_bar=False,  # StepProgress instead
         enable_model_summary=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
@@ -520,10 +525,12 @@ def evaluate(
     uri = open_tracking_store(cfg.tracking.uri) if log else resolve_tracking_uri(cfg.tracking.uri)
     record = cfg.tracking.video if video is None else video
     out_dir = Path(cfg.tracking.output_dir).resolve() / (agent.run_id or "evaluate")
+    games = cfg.tracking.eval_episodes if episodes is None else episodes
+    shown = _game_progress(f"evaluate {cfg.env.game}", games, cfg, cfg.tracking.eval_max_steps)
     result = play_games(
         agent.network,
         cfg.env.game,
-        episodes=cfg.tracking.eval_episodes if episodes is None else episodes,
+        episodes=games,
         epsilon=cfg.agent.eval_epsilon,
         seed=cfg.seed + 54321,
         max_steps=cfg.tracking.eval_max_steps,
@@ -532,7 +539,9 @@ def evaluate(
         env_kwargs=eval_env_kwargs(cfg),
         video_scale=cfg.tracking.mask_scale,
         video_upscale=cfg.tracking.video_upscale,
+        progress=shown,
     )
+    shown.close()
     if not log:
         return EvaluationRun(result, None, uri)
     import mlflow
@@ -544,6 +553,15 @@ def evaluate(
     if result.video_path is not None:
         client.log_artifact(run_id, str(result.video_path), "videos")
     return EvaluationRun(result, run_id, uri)
+
+
+def _game_progress(desc: str, episodes: int, cfg: DictConfig, max_steps: int | None) -> Any:
+    """A progress display of evaluation games (agent steps up to each game's cap)."""
+    from ife_platform.envs import cap_steps
+    from ife_platform.progress import GameProgress
+
+    cap = cap_steps(cfg.env.max_episode_frames, cfg.env.frame_skip)
+    return GameProgress(desc, episodes, min(cap, max_steps) if max_steps else cap)
 
 
 def _numeric(summary: dict[str, Any]) -> dict[str, float]:
@@ -594,7 +612,10 @@ def explain(agent: LoadedAgent | str, overrides: Sequence[str] = ()) -> ExplainR
         agent = load_agent(agent, overrides)
     cfg, x = agent.cfg, agent.cfg.explain
     uri = open_tracking_store(cfg.tracking.uri)
-    rec, note = E.record_agent(agent, video=x.video)
+    shown = _game_progress(f"explain {cfg.env.game}", x.episodes, cfg, x.max_steps)
+    rec, note = E.record_agent(agent, video=x.video, progress=shown)
+    shown.close()
+    print(f"explain {cfg.env.game}: analysing {len(rec):,} frames", file=sys.stderr, flush=True)
     explanation = E.analyse(agent.network, rec, x, seed=cfg.seed, objects_note=note)
     run_id = log_run(uri, agent, cfg, "explain")
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -432,6 +432,9 @@ class SequenceRunner:
         client.set_terminated(parent)
         print(format_report(report))
         print(f"parent run {parent} in {uri}; files in {out}")
+        from ife_platform.tracking import run_page
+
+        print(f"open in the UI (ife ui): {run_page(uri, parent)}")
         return report
 
     def _train_tasks(self, done: int, parent: str, out: Path, client: Any, t_start: float) -> None:

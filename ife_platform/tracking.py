@@ -48,12 +48,15 @@ __all__ = [
     "ensure_experiment",
     "flatten_dict",
     "git_info",
+    "log_artifact_once",
     "log_config",
     "log_environment",
     "missing_store_driver",
     "open_tracking_store",
     "resolve_tracking_uri",
+    "reroot_artifacts",
     "retry_if_locked",
+    "run_url",
     "sanitize_param_key",
     "start_run",
 ]
@@ -479,6 +482,54 @@ def _create_sqlite_schema(uri: str) -> None:
             _refuse_foreign_database(db)  # the file may have appeared since the check
         artifacts = default_artifact_location(uri)
         retry_if_locked(lambda: SqlAlchemyStore(uri, artifacts))
+        if artifacts is not None:
+            retry_if_locked(lambda: reroot_artifacts(db, artifacts))
+
+
+#: Tables and columns of an SQLite store that hold artifact locations.
+ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+)
+
+
+def reroot_artifacts(db: Path, root: str) -> int:
+    """Point a moved store's artifact locations at its own ``mlartifacts`` folder.
+
+    MLflow stores absolute artifact URIs (a relative ``artifact_location`` is made absolute
+    when the experiment is created). The platform keeps every artifact in ``mlartifacts``
+    beside the database (:func:`default_artifact_location`), so a location
+    ``file:///old/place/mlartifacts/...`` of a store that now lives elsewhere is rewritten to
+    ``root/...``: a store folder (database + ``mlartifacts``) can be moved, copied or zipped
+    and opened anywhere. Other locations (another artifact store) are left alone.
+
+    Args:
+        db: the SQLite database.
+        root: the artifact root it should use (``file://<db folder>/mlartifacts``).
+
+    Returns:
+        The number of rows rewritten.
+    """
+    old_roots = set()
+    with sqlite3.connect(db, timeout=LOCKED_RETRY_S) as con:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
+        for (location,) in con.execute("SELECT artifact_location FROM experiments"):
+            m = re.match(r"(file://.*?/mlartifacts)(?:/|$)", location or "")
+            if m and m.group(1) != root:
+                old_roots.add(m.group(1))
+        changed = 0
+        for old in old_roots:
+            for table, column in ARTIFACT_COLUMNS:
+                if table not in tables:
+                    continue
+                cur = con.execute(
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                    f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                    (root, len(old) + 1, old, len(old) + 1, old + "/"),
+                )
+                changed += cur.rowcount
+    return changed
 
 
 def open_tracking_store(uri: str | None, timeout_s: float = 5.0, create_dirs: bool = True) -> str:
@@ -521,6 +572,69 @@ def open_tracking_store(uri: str | None, timeout_s: float = 5.0, create_dirs: bo
 # --------------------------------------------------------------------------------------------
 
 
+#: MLflow 3's UI shows an experiment by its kind: GenAI (traces, the default) or model training
+#: (runs, metric charts). Every experiment the platform creates is a model-training one.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+#: The UI's query parameter that picks its model-training view (over its GenAI default).
+UI_VIEW = "workflowType=machine_learning"
+
+#: Where ``ife ui`` serves the UI unless told otherwise.
+UI_PORT = 5000
+
+
+def ui_base(uri: str, port: int = UI_PORT) -> str:
+    """The address of the UI of a store: an MLflow server's own, else ``ife ui``'s."""
+    if urlparse(uri).scheme.lower() in ("http", "https"):
+        return uri.rstrip("/")
+    return f"http://127.0.0.1:{port}"
+
+
+def run_url(uri: str, experiment_id: str, run_id: str | None = None, port: int = UI_PORT) -> str:
+    """The UI address of a run (or, without ``run_id``, of the experiment's runs table).
+
+    Opens the model-training view (:data:`UI_VIEW`); for a local store the address is that of
+    ``ife ui --port PORT``.
+    """
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{ui_base(uri, port)}/#/experiments/{experiment_id}/{page}?{UI_VIEW}"
+
+
+def run_page(uri: str, run_id: str, port: int = UI_PORT) -> str:
+    """:func:`run_url` of a run of the store (looks up its experiment)."""
+    import mlflow
+
+    run = retry_if_locked(lambda: mlflow.MlflowClient(uri).get_run(run_id))
+    return run_url(uri, run.info.experiment_id, run_id, port)
+
+
+def log_artifact_once(client: MlflowClient, run_id: str, path: str | Path, folder: str) -> None:
+    """Log a file as an artifact without a second copy on disk where the store allows.
+
+    For a local artifact store (``file:``) the artifact is a hard link to ``path`` (made
+    atomically; a copy where the two are on different filesystems): one copy of a 70 MB
+    checkpoint on disk under two names. Any other store gets ``log_artifact``'s upload.
+    """
+    import shutil
+
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    root = retry_if_locked(lambda: client.get_run(run_id)).info.artifact_uri
+    if urlparse(root).scheme.lower() != "file":
+        client.log_artifact(run_id, str(path), folder)
+        return
+    dest = Path(local_file_uri_to_path(root)) / folder / Path(path).name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:  # another filesystem, or no hard links: a copy
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, dest)  # readers see the old file or the new one, never half of one
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
     """Return the id of experiment ``name``, creating it if needed.
 
@@ -539,10 +653,19 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             retry_if_locked(lambda: client.restore_experiment(exp.experiment_id))
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # made before the platform set the kind
+            retry_if_locked(
+                lambda: client.set_experiment_tag(
+                    exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+                )
+            )
         return exp.experiment_id
     location = artifact_location or default_artifact_location(client.tracking_uri)
+    tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
     try:
-        return retry_if_locked(lambda: client.create_experiment(name, artifact_location=location))
+        return retry_if_locked(
+            lambda: client.create_experiment(name, artifact_location=location, tags=tags)
+        )
     except MlflowException:
         # another process created it between the lookup and the create (unique name)
         exp = client.get_experiment_by_name(name)

@@ -160,3 +160,55 @@ def test_retry_if_locked_waits_out_a_real_lock(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         tracking.retry_if_locked(broken)
     assert calls == [1]  # other errors are not retried
+
+
+def test_moved_store_reads_its_artifacts_and_opens_on_the_runs(tmp_path: Path) -> None:
+    """A store folder (database + mlartifacts) moved elsewhere opens with its artifacts."""
+    import shutil
+
+    from mlflow import MlflowClient
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    from ife_platform.tracking import (
+        EXPERIMENT_KIND,
+        EXPERIMENT_KIND_TAG,
+        ensure_experiment,
+        log_artifact_once,
+        open_tracking_store,
+        run_url,
+    )
+
+    first = tmp_path / "first"
+    uri = open_tracking_store(f"sqlite:///{first / 'mlflow.db'}")
+    client = MlflowClient(uri)
+    exp = ensure_experiment(client, "ife")
+    assert client.get_experiment(exp).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    run_id = client.create_run(exp).info.run_id
+    note = tmp_path / "note.txt"
+    note.write_text("hello")
+    client.log_artifact(run_id, str(note), "docs")
+    ckpt = tmp_path / "last.ckpt"
+    ckpt.write_bytes(b"weights")
+    log_artifact_once(client, run_id, ckpt, "checkpoints")  # a hard link, not a copy
+    root = Path(local_file_uri_to_path(client.get_run(run_id).info.artifact_uri))
+    assert (root / "checkpoints" / "last.ckpt").samefile(ckpt)
+
+    moved = tmp_path / "elsewhere" / "store"
+    moved.parent.mkdir()
+    shutil.move(str(first), str(moved))
+    new_uri = open_tracking_store(f"sqlite:///{moved / 'mlflow.db'}")
+    client = MlflowClient(new_uri)
+    run = client.get_run(run_id)
+    assert run.info.artifact_uri.startswith((moved / "mlartifacts").as_uri())
+    assert client.get_experiment(exp).artifact_location == (moved / "mlartifacts").as_uri()
+    got = Path(client.download_artifacts(run_id, "docs/note.txt", str(tmp_path)))
+    assert got.read_text() == "hello"
+    assert {a.path for a in client.list_artifacts(run_id, "checkpoints")} == {
+        "checkpoints/last.ckpt"
+    }
+    # a second open changes nothing; new runs go to the moved folder
+    assert open_tracking_store(new_uri) == new_uri
+    assert client.create_run(exp).info.artifact_uri.startswith((moved / "mlartifacts").as_uri())
+    assert run_url(new_uri, exp, run_id) == (
+        f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{run_id}?workflowType=machine_learning"
+    )

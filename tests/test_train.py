@@ -100,6 +100,13 @@ def test_cli_train_logs_run_then_resume_continues(workdir: Path) -> None:
     first = ckpt["ife"]["counters"]
     assert first["env_steps"] == 240 and first["updates"] == 120
     assert ckpt["ife"]["run_id"] == run_id
+    # the checkpoint is on disk once: the run's artifact is the local file under another name
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    root = Path(local_file_uri_to_path(client.get_run(run_id).info.artifact_uri))
+    stored = root / "checkpoints" / "last.ckpt"
+    assert stored.samefile(workdir / "out" / run_id / "checkpoints" / "last.ckpt")
+    assert not list(stored.parent.glob(".*.tmp"))
 
     # resume by run id with a larger budget: counters continue in the same MLflow run
     args2 = [*args, "train.total_steps=360", f"resume={run_id}"]

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,9 +182,19 @@ def record(
     seed: int,
     objects: ObjectSource | None = None,
     video_max_steps: int = 1000,
+    progress: Callable[[StepView], None] | None = None,
 ) -> Recording:
-    """Play ``episodes`` games and keep what the analysis needs (see :class:`Recording`)."""
+    """Play ``episodes`` games and keep what the analysis needs (see :class:`Recording`).
+
+    ``progress`` is also called at every step (a progress display; it only observes).
+    """
     rec = _Recorder(objects, video_max_steps)
+
+    def observe(step: StepView) -> None:
+        rec(step)
+        if progress is not None:
+            progress(step)
+
     t0 = time.perf_counter()
     result = play(
         network,
@@ -192,7 +203,7 @@ def record(
         epsilon=epsilon,
         seed=seed,
         max_steps=max_steps,
-        observer=rec,
+        observer=observe,
     )
     seconds = time.perf_counter() - t0
     return Recording(
@@ -632,7 +643,9 @@ def resolve_objects(game: str, backend: str) -> tuple[ObjectSource | None, str |
         raise ConfigError(f"explain.objects={backend}: {err}") from err
 
 
-def record_agent(agent: Any, *, video: bool) -> tuple[Recording, str | None]:
+def record_agent(
+    agent: Any, *, video: bool, progress: Callable[[StepView], None] | None = None
+) -> tuple[Recording, str | None]:
     """Play ``agent.cfg.explain`` games with a loaded agent (``ife explain`` / ``ife compare``).
 
     Resolves the object source first (an explicit but missing backend fails here, before any
@@ -652,6 +665,7 @@ def record_agent(agent: Any, *, video: bool) -> tuple[Recording, str | None]:
         seed=cfg.seed + 54321,
         objects=objects,
         video_max_steps=x.video_max_steps if video else 0,
+        progress=progress,
     )
     return rec, note
 
