@@ -268,6 +268,9 @@ class SweepConfig:
     gpus_per_trial: float = 0.0  # GPUs per trial (ray: a Ray resource; local: a device slot)
     address: str | None = None  # ray: null starts a local instance; auto | HOST:PORT | ray://..
     explain: bool = False  # run ife explain on each finished trial's final checkpoint
+    # grid points left out: each entry maps axis keys to values, and a trial that matches every
+    # key of an entry is not run (e.g. one already run outside the sweep)
+    exclude: list[Any] = field(default_factory=list)
 
 
 @dataclass

@@ -48,7 +48,9 @@ __all__ = [
     "SweepPlan",
     "SweepResult",
     "Trial",
+    "excluded",
     "expand_grid",
+    "flatten_exclusions",
     "flatten_grid",
     "format_value",
     "plan_sweep",
@@ -97,6 +99,58 @@ def flatten_grid(grid: Mapping[str, Any], prefix: str = "") -> dict[str, list[An
             )
         axes[path] = list(values)
     return axes
+
+
+def flatten_exclusions(exclude: Sequence[Any], axes: Mapping[str, Sequence[Any]]) -> list[dict]:
+    """``sweep.exclude`` entries as ``{dotted axis key: value}`` mappings, checked.
+
+    An entry is nested (``{env: {game: pong}}``) or dotted (``{env.game: pong}``), as the grid.
+
+    Raises:
+        ConfigError: an entry that is not a non-empty mapping, a key that is not an axis, or
+            a value that is not one of that axis's values.
+    """
+
+    def flat(entry: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in entry.items():
+            if isinstance(value, Mapping | DictConfig):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    rules = []
+    for i, entry in enumerate(exclude):
+        if not isinstance(entry, Mapping | DictConfig) or not entry:
+            raise ConfigError(
+                f"sweep.exclude[{i}] must map axis keys to values, e.g. "
+                f"{{env.game: pong, seed: 0}}; got {entry!r}"
+            )
+        rule = flat(entry)
+        for key, value in rule.items():
+            if value is None and ":" in key:
+                raise ConfigError(
+                    f"sweep.exclude[{i}]: '{key}' reads as a key without a value: write "
+                    f"{{{key.replace(':', ': ', 1)}}} (a space after the colon, quoted in a shell)"
+                )
+            if key not in axes:
+                raise ConfigError(
+                    f"sweep.exclude[{i}]: {key} is not an axis of the grid "
+                    f"(axes: {', '.join(axes) or 'none'})"
+                )
+            if value not in axes[key]:
+                raise ConfigError(
+                    f"sweep.exclude[{i}]: {key}={format_value(value)} is not on its axis "
+                    f"{[format_value(v) for v in axes[key]]}"
+                )
+        rules.append(rule)
+    return rules
+
+
+def excluded(values: Mapping[str, Any], rules: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a grid point matches every key of one of the exclusion ``rules``."""
+    return any(all(values[k] == v for k, v in rule.items()) for rule in rules)
 
 
 def expand_grid(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -224,8 +278,11 @@ def plan_sweep(args: Sequence[str]) -> tuple[DictConfig, SweepPlan]:
             raise ConfigError(f"sweep.grid.{key}: {key} cannot be an axis of a sweep")
     base = [w for w in words if not _is_sweep_word(w)]
     # sweep keys set in a YAML file stay in the file: trials ignore them (not logged either)
+    rules = flatten_exclusions(OmegaConf.to_container(s.exclude), axes)
     trials = []
     for index, values in enumerate(expand_grid(axes)):
+        if excluded(values, rules):  # (indices stay the grid's: a trial keeps its number)
+            continue
         trial_words = [f"{k}={format_value(v)}" for k, v in values.items()]
         try:
             trial_cfg = _compose_trial(s.command, [*base, *trial_words])
@@ -233,6 +290,8 @@ def plan_sweep(args: Sequence[str]) -> tuple[DictConfig, SweepPlan]:
             raise ConfigError(f"sweep trial {index} ({_trial_name(values)}): {err}") from err
         family = agent_spec(trial_cfg.agent.name).family
         trials.append(Trial(index, _trial_name(values), dict(values), trial_words, family))
+    if not trials:
+        raise ConfigError("sweep.exclude leaves out every trial of the grid: nothing to run")
     plan = SweepPlan(s.name, s.command, base, trials, bool(s.explain))
     return cfg, plan
 
@@ -749,6 +808,7 @@ def run_sweep(
             state.note = "its run is still RUNNING elsewhere: resume the sweep when it ends"
         states.append(state)
     result = SweepResult(parent, uri, states)
+    by_index = {st.trial.index: st for st in states}  # (excluded points leave gaps)
     todo = [st for st in states if st.status == "pending"]
     print_fn(
         f"sweep {plan.name}: {len(states)} trials ({len(states) - len(todo)} finished before), "
@@ -804,7 +864,7 @@ def run_sweep(
         while True:
             changed = False
             for key, rc, text in backend.finished():
-                st = states[key]
+                st = by_index[key]
                 changed = True
                 _end_job(client, exp_id, parent, plan, st, rc, text, out, stop["signum"])
                 if st.status == "pending":  # trained; its explain job comes next

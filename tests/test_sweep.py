@@ -24,7 +24,9 @@ from ife_platform.sweep import (
     Trial,
     TrialState,
     _action,
+    excluded,
     expand_grid,
+    flatten_exclusions,
     flatten_grid,
     format_value,
     gpu_slot,
@@ -120,6 +122,39 @@ def test_plan_validates_every_trial_before_anything_runs(tmp_path: Path) -> None
         plan_sweep([*MICRO, "sweep.backend=slurm"])
 
 
+def test_exclusions_leave_grid_points_out_and_keep_trial_numbers() -> None:
+    axes = {"env.game": ["pong", "boxing"], "seed": [0, 1], "model.extractor": ["ife", "der_cnn"]}
+    rules = flatten_exclusions(
+        [{"env": {"game": "pong"}, "seed": 1}, {"model.extractor": "der_cnn", "seed": 0}], axes
+    )
+    assert rules == [{"env.game": "pong", "seed": 1}, {"model.extractor": "der_cnn", "seed": 0}]
+    kept = [v for v in expand_grid(axes) if not excluded(v, rules)]
+    assert [(v["env.game"], v["seed"], v["model.extractor"]) for v in kept] == [
+        ("pong", 0, "ife"),
+        ("boxing", 0, "ife"),
+        ("boxing", 1, "ife"),
+        ("boxing", 1, "der_cnn"),
+    ]
+    _, plan = plan_sweep(
+        [*MICRO, "sweep.grid.env.game=[pong,boxing]", "sweep.grid.seed=[0,1,2]"]
+        + ["sweep.exclude=[{env.game: pong, seed: 1}, {seed: 2}]"]
+    )
+    assert [(t.index, t.name) for t in plan.trials] == [
+        (0, "game=pong-seed=0"),
+        (3, "game=boxing-seed=0"),
+        (4, "game=boxing-seed=1"),
+    ]
+    for bad, msg in [
+        ("[{env.game: tennis}]", r"env.game=tennis is not on its axis \['pong', 'boxing'\]"),
+        ("[{agent: a3c_lstm}]", "agent is not an axis of the grid"),
+        ("[{env.game:pong}]", "a space after the colon"),
+        ("[seed]", "must map axis keys to values"),
+        ("[{env.game: pong}, {env.game: boxing}]", "leaves out every trial"),
+    ]:
+        with pytest.raises(ConfigError, match=msg):
+            plan_sweep([*MICRO, "sweep.grid.env.game=[pong,boxing]", f"sweep.exclude={bad}"])
+
+
 def test_plan_mixes_agent_families_with_their_own_keys() -> None:
     _, plan = plan_sweep(["sweep.grid.agent=[rainbow_der,a3c_lstm]", "model.extractor=ife"])
     assert [t.family for t in plan.trials] == ["rainbow", "actor_critic"]
@@ -210,9 +245,17 @@ def _parent_of(stdout: str) -> str:
 
 @pytest.mark.slow
 def test_local_sweep_records_a_failed_trial_goes_on_and_resumes(workdir: Path) -> None:
-    """Two trials, one of which diverges (lr 1e30: a non-finite loss stops it, exit 1)."""
+    """Two trials, one of which diverges (lr 1e30: a non-finite loss stops it, exit 1); a
+    third grid point is excluded, so the trials are numbers 0 and 2."""
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    args = ["sweep", *MICRO, "sweep.grid.optim.lr=[0.0001,1.0e+30]", "sweep.name=lr", "seed=3"]
+    args = [
+        "sweep",
+        *MICRO,
+        "sweep.grid.optim.lr=[0.0001,0.5,1.0e+30]",
+        "sweep.exclude=[{optim.lr: 0.5}]",
+        "sweep.name=lr",
+        "seed=3",
+    ]
     proc = run_ife(workdir, [*args, *_tracking(workdir)], expect=101)  # 100 + 1 failed trial
     parent = _parent_of(proc.stdout)
     assert "1 trial(s) failed" in proc.stderr and f"resume={parent}" in proc.stderr
@@ -226,22 +269,23 @@ def test_local_sweep_records_a_failed_trial_goes_on_and_resumes(workdir: Path) -
     assert by_trial["0"].data.params["optim.lr"] == "0.0001"
     assert by_trial["0"].data.params["trainer.threads"] == "2"
     assert "eval/return_mean" in by_trial["0"].data.metrics
-    assert by_trial["1"].info.status == "FAILED"
-    assert by_trial["1"].data.tags["ife.sweep.exit_code"] == "1"
-    assert by_trial["1"].data.tags["mlflow.runName"] == "lr/lr=1e+30"
+    assert by_trial["2"].info.status == "FAILED"
+    assert by_trial["2"].data.tags["ife.sweep.exit_code"] == "1"
+    assert by_trial["2"].data.tags["mlflow.runName"] == "lr/lr=1e+30"
     # the failed trial's log is an artifact of its run, and says why it failed
-    log = client.download_artifacts(by_trial["1"].info.run_id, "sweep/0001.log", str(workdir))
+    log = client.download_artifacts(by_trial["2"].info.run_id, "sweep/0002.log", str(workdir))
     assert "non-finite" in Path(log).read_text()
     plan = json.loads(
         Path(client.download_artifacts(parent, "sweep.json", str(workdir))).read_text()
     )
     assert [t["words"] for t in plan["trials"]] == [["optim.lr=0.0001"], ["optim.lr=1e+30"]]
+    assert [t["index"] for t in plan["trials"]] == [0, 2]
 
     # resume: the finished trial is skipped, the failed one runs again from scratch
     proc = run_ife(workdir, ["sweep", f"resume={parent}", *_tracking(workdir)], expect=101)
     assert "(1 finished before)" in proc.stdout
     kids = _children(uri, parent)
-    assert [r.data.tags[TRIAL_TAG] for r in kids] == ["0", "1", "1"]
+    assert [r.data.tags[TRIAL_TAG] for r in kids] == ["0", "2", "2"]
     assert [r.info.status for r in kids] == ["FINISHED", "FAILED", "FAILED"]
     # another sweep's command with this id is refused before anything runs
     other = run_ife(
