@@ -11,7 +11,9 @@ import lightning as L
 import numpy as np
 import torch
 
+from ife_platform.envs import cap_steps
 from ife_platform.evaluation import EvalResult, evaluate
+from ife_platform.progress import GameProgress
 
 
 def _log_result(trainer: L.Trainer, result: EvalResult, step: int) -> None:
@@ -45,6 +47,7 @@ class FinalEvaluation(L.Callback):
         seed: evaluation seed.
         mask_scale: the overlay's colour scale (``uniform`` or ``minmax``).
         video_upscale: integer upscaling of the video frames.
+        progress: show a progress display of the games (agent steps up to each game's cap).
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class FinalEvaluation(L.Callback):
         seed: int,
         mask_scale: str = "uniform",
         video_upscale: int = 3,
+        progress: bool = False,
     ) -> None:
         self.episodes = episodes
         self.epsilon = epsilon
@@ -71,11 +75,21 @@ class FinalEvaluation(L.Callback):
         self.seed = seed
         self.mask_scale = mask_scale
         self.video_upscale = video_upscale
+        self.progress = progress
         self.result: EvalResult | None = None
 
     def play(self, pl_module: Any, episodes: int, video_path: Path | None) -> EvalResult:
         """Evaluate the online network: ``episodes`` games, the first one to ``video_path``."""
-        return evaluate(
+        shown = None
+        if self.progress:
+            cap = cap_steps(self.env_kwargs["max_episode_frames"], self.env_kwargs["frame_skip"])
+            game = pl_module.cfg.env.game
+            shown = GameProgress(
+                f"evaluate {game} at step {int(pl_module.env_steps):,}",
+                episodes,
+                min(cap, self.max_steps) if self.max_steps else cap,
+            )
+        result = evaluate(
             pl_module.online,
             pl_module.cfg.env.game,
             episodes=episodes,
@@ -87,7 +101,11 @@ class FinalEvaluation(L.Callback):
             env_kwargs=self.env_kwargs,
             video_scale=self.mask_scale,
             video_upscale=self.video_upscale,
+            progress=shown,
         )
+        if shown is not None:
+            shown.close()
+        return result
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
         if trainer.global_rank != 0 or self.episodes <= 0:

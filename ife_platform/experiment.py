@@ -423,6 +423,7 @@ def _fit(
         seed=cfg.seed + 12345,
         mask_scale=cfg.tracking.mask_scale,
         video_upscale=cfg.tracking.video_upscale,
+        progress=cfg.trainer.progress_bar,
     )
     t = cfg.tracking
     points = evaluation_points(t.eval_every, cfg.train.total_steps, t.eval_points)

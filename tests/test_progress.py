@@ -93,6 +93,10 @@ def test_training_prints_agent_steps_not_lightning_batches(workdir: Path) -> Non
     assert lines[-1].startswith(f"{start}240/240 agent steps (100%)")
     assert "steps/s" in lines[-1] and "ETA 0:00" in lines[-1]
     assert "v_num" not in proc.stderr and "Epoch " not in proc.stderr
+    # the end-of-training evaluation shows its games too, ending at its total
+    final = [ln for ln in proc.stderr.splitlines() if ln.startswith("evaluate breakout at step")]
+    assert final and final[-1].startswith("evaluate breakout at step 240: "), proc.stderr[-2000:]
+    assert "(100%)" in final[-1]
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("ife").experiment_id])
     run_id = run.info.run_id
