@@ -98,3 +98,12 @@ def roomy_host(monkeypatch: pytest.MonkeyPatch) -> None:
     from ife_platform import config
 
     monkeypatch.setattr(config, "available_memory_bytes", lambda: 4 * 10**12)
+
+
+def episode_end_counts(nxt) -> list[int]:
+    """(life losses, game overs, truncations) in the ``next`` data of a collected batch."""
+    return [
+        int(nxt["life_lost"].sum()),
+        int(nxt["terminated"].sum()),
+        int((nxt["done"] & ~nxt["terminated"]).sum()),
+    ]

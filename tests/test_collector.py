@@ -4,42 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from ife_platform.tasks.rainbow import COLLECTOR_KWARGS
-from tensordict.nn import TensorDictModule
+from conftest import episode_end_counts
 from torchrl.collectors import Collector
 
+from ife_platform.bench.common import make_platform_collector
 from ife_platform.collector import VectorStepCollector
 from ife_platform.envs import AtariVecEnv
 
 
-class _SeededRandomActor:
-    def __init__(self, num_actions: int) -> None:
-        self.n, self.g = num_actions, torch.Generator().manual_seed(11)
-
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return torch.randint(self.n, (pixels.shape[0],), generator=self.g)
-
-
-def _collector(cls: type[Collector], frames_per_batch: int = 3, **env_kwargs) -> Collector:
+def _collector(torchrl_rollout: bool, frames_per_batch: int = 3, **env_kwargs) -> Collector:
     env = AtariVecEnv("breakout", 3, seed=5, max_episode_frames=800, noop_max=5, **env_kwargs)
-    policy = TensorDictModule(
-        _SeededRandomActor(env.num_actions), in_keys=["pixels"], out_keys=["action"]
-    )
-    return cls(
-        env,
-        policy,
-        frames_per_batch=frames_per_batch,
-        total_frames=-1,
-        trust_policy=True,
-        auto_register_policy_transforms=False,
-        **COLLECTOR_KWARGS,
-    )
+    return make_platform_collector(env, frames_per_batch, torchrl_rollout=torchrl_rollout, seed=11)
 
 
 def test_one_vector_step_batches_equal_torchrl_rollout_bit_for_bit() -> None:
     """Life losses, game overs, truncations and FIRE presses: every key, dtype, shape, value."""
-    fast = _collector(VectorStepCollector, fire_on_life_loss=True)
-    generic = _collector(Collector, fire_on_life_loss=True)
+    fast = _collector(False, fire_on_life_loss=True)
+    generic = _collector(True, fire_on_life_loss=True)
+    assert isinstance(fast, VectorStepCollector) and type(generic) is Collector
     assert fast.fast_path
     counts = np.zeros(3, dtype=int)
     try:
@@ -54,11 +36,7 @@ def test_one_vector_step_batches_equal_torchrl_rollout_bit_for_bit() -> None:
                 assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
                 assert torch.equal(a[k], b[k]), (i, k)
             nxt = a["next"]
-            counts += [
-                int(nxt["life_lost"].sum()),
-                int(nxt["terminated"].sum()),
-                int((nxt["done"] & ~nxt["terminated"]).sum()),
-            ]
+            counts += episode_end_counts(nxt)
             assert torch.equal(nxt["truncated"], nxt["done"] & ~nxt["terminated"])
             if counts.min() >= 1 and counts.sum() >= 6:
                 break
@@ -71,8 +49,8 @@ def test_one_vector_step_batches_equal_torchrl_rollout_bit_for_bit() -> None:
 
 def test_other_batch_sizes_fall_back_to_torchrl_rollout() -> None:
     """Two vector steps per batch: TorchRL's own loop, the same [N, T] batches as Collector."""
-    fast = _collector(VectorStepCollector, frames_per_batch=6)
-    generic = _collector(Collector, frames_per_batch=6)
+    fast = _collector(False, frames_per_batch=6)
+    generic = _collector(True, frames_per_batch=6)
     assert not fast.fast_path
     try:
         for _, (a, b) in zip(range(20), zip(fast, generic, strict=False), strict=False):

@@ -133,14 +133,19 @@ class RandomActor:
 
 
 def make_platform_collector(
-    env, frames_per_batch: int, *, torchrl_defaults: bool = False, seed: int = 0
+    env,
+    frames_per_batch: int,
+    *,
+    torchrl_defaults: bool = False,
+    torchrl_rollout: bool = False,
+    seed: int = 0,
 ):
     """A ``Collector`` over ``env`` built like ``RainbowTask.build_stream`` (random policy).
 
-    ``torchrl_defaults=True`` leaves out the task's :data:`tasks.rainbow.COLLECTOR_KWARGS`
-    (CPU device, no trajectory ids, reused output buffer) and uses TorchRL's ``Collector``
-    instead of the task's :class:`~ife_platform.collector.VectorStepCollector`, to measure
-    what they save.
+    ``torchrl_rollout=True`` uses TorchRL's own ``Collector`` (same options) instead of the
+    task's :class:`~ife_platform.collector.VectorStepCollector`; ``torchrl_defaults=True``
+    also leaves out the task's :data:`tasks.rainbow.COLLECTOR_KWARGS` (CPU device, no
+    trajectory ids, reused output buffer). Both measure what the task's choices save.
     """
     from tensordict.nn import TensorDictModule
     from torchrl.collectors import Collector
@@ -151,7 +156,7 @@ def make_platform_collector(
     policy = TensorDictModule(
         RandomActor(env.num_actions, seed), in_keys=["pixels"], out_keys=["action"]
     )
-    cls = Collector if torchrl_defaults else VectorStepCollector
+    cls = Collector if torchrl_defaults or torchrl_rollout else VectorStepCollector
     return cls(
         env,
         policy,

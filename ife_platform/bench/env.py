@@ -32,8 +32,9 @@ def bench_env(
         vector_steps: vector steps per measurement (a multiple of ``big_batch_steps``).
         rounds: interleaved measurements per variant; medians are reported.
         big_batch_steps: vector steps per batch of the "larger frames_per_batch" variant.
-        compare_defaults: also measure the training batch size with TorchRL's default
-            collector options (without ``tasks.rainbow.COLLECTOR_KWARGS``).
+        compare_defaults: also measure the training batch size with TorchRL's own rollout
+            (``Collector`` instead of ``VectorStepCollector``, same options) and with its
+            default collector options (without ``tasks.rainbow.COLLECTOR_KWARGS``).
         seed: seed of the emulators and of the random actions.
 
     Returns:
@@ -55,18 +56,24 @@ def bench_env(
             vec.step(rng.integers(0, num_actions, num_envs))
         return vector_steps * num_envs / (time.perf_counter() - t0)
 
-    variants: dict[str, tuple[int, bool]] = {
-        f"platform fpb={num_envs} (training)": (1, False),
-        f"platform fpb={num_envs * big_batch_steps}": (big_batch_steps, False),
+    # name: (vector steps per batch, TorchRL's rollout, TorchRL's default options)
+    variants: dict[str, tuple[int, bool, bool]] = {
+        f"platform fpb={num_envs} (training)": (1, False, False),
+        f"platform fpb={num_envs * big_batch_steps}": (big_batch_steps, False, False),
     }
     if compare_defaults:
-        variants[f"platform fpb={num_envs}, TorchRL default collector"] = (1, True)
+        variants[f"platform fpb={num_envs}, TorchRL rollout"] = (1, True, False)
+        variants[f"platform fpb={num_envs}, TorchRL default collector"] = (1, True, True)
     samplers: dict[str, Callable[[], float]] = {"raw ale-py vector env": raw}
     closers: list[Callable[[], None]] = [vec.close]
-    for name, (steps_per_batch, defaults) in variants.items():
+    for name, (steps_per_batch, rollout, defaults) in variants.items():
         env = AtariVecEnv(game, num_envs, seed=seed)
         collector = make_platform_collector(
-            env, num_envs * steps_per_batch, torchrl_defaults=defaults, seed=seed
+            env,
+            num_envs * steps_per_batch,
+            torchrl_rollout=rollout,
+            torchrl_defaults=defaults,
+            seed=seed,
         )
         it = iter(collector)
         next(it)  # allocate buffers, first reset
