@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tensordict import TensorDictBase
+import torch
+from tensordict import TensorDict, TensorDictBase
 from torchrl.collectors import Collector
 from torchrl.envs.utils import set_exploration_type
 
@@ -73,6 +74,24 @@ class VectorStepCollector(Collector):
             stepped, self._carrier = self.env.step_and_maybe_reset(carrier)
         if self._carrier_has_no_device:
             self._carrier.clear_device_()
-        out = stepped.unsqueeze(-1)
+        out = _add_time_dim(stepped)
         out.refine_names(..., "time")
+        if self._exclude_private_keys and not any(_is_private(k) for k in out.keys(True)):
+            # TorchRL's post-processing scans every key of every batch for private ("_")
+            # ones; the keys of a step are the same every step, so one scan is enough.
+            self._exclude_private_keys = False
         return out
+
+
+def _is_private(key: str | tuple[str, ...]) -> bool:
+    return any(k.startswith("_") for k in ((key,) if isinstance(key, str) else key))
+
+
+def _add_time_dim(td: TensorDictBase) -> TensorDict:
+    """``td.unsqueeze(-1)`` for a ``[N]`` tensordict of tensors, at half its cost: ``[N, 1]``."""
+    source = {
+        key: _add_time_dim(value) if isinstance(value, TensorDictBase) else value.unsqueeze(1)
+        for key, value in td.items()
+    }
+    size = torch.Size((td.batch_size[0], 1))
+    return TensorDict._new_unsafe(source, batch_size=size, device=td.device)
