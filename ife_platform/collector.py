@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModule
 from torchrl.collectors import Collector
 from torchrl.envs.utils import set_exploration_type
 
@@ -42,6 +43,27 @@ class VectorStepCollector(Collector):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fast_path = self._fast_path_applies()
+        self._direct = self._direct_policy()
+
+    def _direct_policy(self) -> tuple[str, str, Any] | None:
+        """``(in key, out key, function)`` of a plain one-in one-out ``TensorDictModule``.
+
+        The fast path then calls the function on the carrier's tensor itself, as the module
+        would (about 0.2 ms less per batch than going through the module's wrappers). Any
+        other policy (several keys, hooks, a subclass with checks) is called as TorchRL does.
+        """
+        p = self.policy
+        if (
+            type(p) is TensorDictModule
+            and len(p.in_keys) == 1
+            and len(p.out_keys) == 1
+            and isinstance(p.in_keys[0], str)
+            and isinstance(p.out_keys[0], str)
+            and not p._forward_hooks
+            and not p._forward_pre_hooks
+        ):
+            return p.in_keys[0], p.out_keys[0], p.module
+        return None
 
     def _fast_path_applies(self) -> bool:
         return bool(
@@ -62,15 +84,20 @@ class VectorStepCollector(Collector):
             and self.pre_collect_hook is None
         )
 
+    @torch.no_grad()
     def rollout(self) -> TensorDictBase:
         """One vector step as an ``[N, 1]`` batch (TorchRL's rollout where not applicable)."""
         if not self.fast_path:
             return super().rollout()
         carrier = self._carrier
         with set_exploration_type(self.exploration_type):
-            policy_output = self._wrapped_policy(carrier)
-            if policy_output is not carrier:
-                carrier.update(policy_output, keys_to_update=self._policy_output_keys)
+            if self._direct is not None:
+                in_key, out_key, act = self._direct
+                carrier.set(out_key, act(carrier.get(in_key)))
+            else:
+                policy_output = self._wrapped_policy(carrier)
+                if policy_output is not carrier:
+                    carrier.update(policy_output, keys_to_update=self._policy_output_keys)
             stepped, self._carrier = self.env.step_and_maybe_reset(carrier)
         if self._carrier_has_no_device:
             self._carrier.clear_device_()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from conftest import episode_end_counts
 from torchrl.collectors import Collector
@@ -17,12 +18,19 @@ def _collector(torchrl_rollout: bool, frames_per_batch: int = 3, **env_kwargs) -
     return make_platform_collector(env, frames_per_batch, torchrl_rollout=torchrl_rollout, seed=11)
 
 
-def test_one_vector_step_batches_equal_torchrl_rollout_bit_for_bit() -> None:
-    """Life losses, game overs, truncations and FIRE presses: every key, dtype, shape, value."""
+@pytest.mark.parametrize("direct", [True, False], ids=["policy-function", "policy-module"])
+def test_one_vector_step_batches_equal_torchrl_rollout_bit_for_bit(direct: bool) -> None:
+    """Life losses, game overs, truncations and FIRE presses: every key, dtype, shape, value;
+    with the policy's function called directly (a plain TensorDictModule) or, as TorchRL
+    does, through the module (a hook on it)."""
     fast = _collector(False, fire_on_life_loss=True)
     generic = _collector(True, fire_on_life_loss=True)
     assert isinstance(fast, VectorStepCollector) and type(generic) is Collector
-    assert fast.fast_path
+    assert fast.fast_path and fast._direct is not None
+    if not direct:
+        fast.policy.register_forward_hook(lambda module, args, out: None)
+        fast._direct = fast._direct_policy()
+        assert fast._direct is None
     counts = np.zeros(3, dtype=int)
     try:
         for i, (a, b) in enumerate(zip(fast, generic, strict=False)):

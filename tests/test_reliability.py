@@ -230,14 +230,24 @@ def test_resume_skips_a_truncated_checkpoint_and_falls_back_to_the_artifact(
     folder = result.checkpoint_dir
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["last.ckpt", "step-000000240.ckpt", "step-000000360.ckpt"]
+    # 1. The local checkpoints are gone (outputs/ deleted or moved): the MLflow artifact is
+    #    read. In a local store it is the same file on disk (a hard link), still there.
+    away = folder.with_name("moved")
+    folder.rename(away)
+    path, ckpt = open_run_checkpoint(result.run_id, run_uri(workdir), workdir / "out")
+    assert "downloaded" in str(path) and ckpt["ife"]["counters"]["env_steps"] == 360
+    away.rename(folder)
+    # 2. The newest is truncated in place: last.ckpt and the artifact are that same file (one
+    #    copy on disk), so the next older step file is the one that loads.
     newest = folder / "step-000000360.ckpt"
-    os.truncate(newest, newest.stat().st_size // 3)  # truncates last.ckpt too (same file)
+    assert newest.stat().st_nlink == 3  # step file, last.ckpt, the artifact
+    os.truncate(newest, newest.stat().st_size // 3)
     path, ckpt = open_run_checkpoint(result.run_id, run_uri(workdir), workdir / "out")
     assert path.name == "step-000000240.ckpt" and ckpt["ife"]["counters"]["env_steps"] == 240
     for p in folder.iterdir():
         p.write_bytes(b"not a checkpoint")
-    path, ckpt = open_run_checkpoint(result.run_id, run_uri(workdir), workdir / "out")
-    assert "downloaded" in str(path) and ckpt["ife"]["counters"]["env_steps"] == 360
+    with pytest.raises(CheckpointError, match="has no valid checkpoint"):
+        open_run_checkpoint(result.run_id, run_uri(workdir), workdir / "out")
 
 
 # ------------------------------------------------------------------------------------------

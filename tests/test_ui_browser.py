@@ -118,7 +118,8 @@ def test_ui_shows_the_run_its_chart_and_plays_its_mask_video(tmp_path: Path) -> 
         assert state and "error" not in state, state
         assert state["readyState"] >= 2 and state["duration"] > 0, state
         assert state["after"] > state["before"], state  # it plays
-        assert (state["width"], state["height"]) == (160, 210), state  # the raw screen
+        # raw screen | overlay, upscaled 3x (tracking.video_upscale), legend strip below
+        assert state["width"] == 3 * 2 * 160 and state["height"] > 3 * 210, state
     finally:
         if browser is not None:
             browser.close()
