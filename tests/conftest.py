@@ -107,3 +107,57 @@ def episode_end_counts(nxt) -> list[int]:
         int(nxt["terminated"].sum()),
         int((nxt["done"] & ~nxt["terminated"]).sum()),
     ]
+
+
+def assert_same_batches_until_every_episode_end(
+    collector, reference, *, limit: int, extra_keys: frozenset = frozenset(), per_batch=None
+) -> None:
+    """Collect from both side by side until life losses, game overs and truncations were all
+    seen: every key of ``reference``'s batches (and only ``extra_keys`` more) equal, bit for bit.
+    """
+    import numpy as np
+    import torch
+
+    counts = np.zeros(3, dtype=int)
+    try:
+        for i, (a, b) in enumerate(zip(collector, reference, strict=False)):
+            assert i < limit, f"not every kind of episode end seen: {counts}"
+            keys = set(b.keys(True, True))
+            assert set(a.keys(True, True)) - keys == set(extra_keys)
+            assert keys <= set(a.keys(True, True))
+            for k in keys:
+                assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+                assert torch.equal(a[k], b[k]), (i, k)
+            if per_batch is not None:
+                per_batch(a, b)
+            counts += episode_end_counts(a["next"])
+            if counts.min() >= 1 and counts.sum() >= 6:
+                break
+    finally:
+        collector.shutdown()
+        reference.shutdown()
+    life_losses, game_overs, truncations = counts
+    assert life_losses >= 1 and game_overs >= 1 and truncations >= 1
+
+
+def start_ife_ui(cwd: Path, uri: str) -> tuple[subprocess.Popen, int]:
+    """``ife ui`` for store ``uri`` on a free loopback port: (process, port).
+
+    The process runs in its own session (stop it with ``os.killpg(proc.pid, SIGTERM)``) with
+    its output as text on ``proc.stdout``.
+    """
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [*ife_command(), "ui", "--port", str(port), f"tracking.uri={uri}"],
+        cwd=cwd,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    return proc, port

@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import torch
-from conftest import episode_end_counts
+from conftest import assert_same_batches_until_every_episode_end
 from tensordict.nn import TensorDictModule
 from torchrl.collectors import Collector
 
@@ -133,23 +132,7 @@ def test_fast_step_and_reset_matches_torchrl_generic_path() -> None:
         return Collector(env, policy, frames_per_batch=3 * 5, total_frames=-1, trust_policy=True)
 
     fast, generic = collector(True), collector(False)
-    counts = np.zeros(3, dtype=int)
-    try:
-        for i, (a, b) in enumerate(zip(fast, generic, strict=False)):
-            assert i < 300, f"not every kind of episode end seen: {counts}"
-            keys = set(a.keys(True, True))
-            assert keys == set(b.keys(True, True))
-            for k in keys:
-                assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
-                assert torch.equal(a[k], b[k]), k
-            counts += episode_end_counts(a["next"])
-            if counts.min() >= 1 and counts.sum() >= 6:
-                break
-    finally:
-        fast.shutdown()
-        generic.shutdown()
-    life_losses, game_overs, truncations = counts
-    assert life_losses >= 1 and game_overs >= 1 and truncations >= 1
+    assert_same_batches_until_every_episode_end(fast, generic, limit=300)
 
 
 def test_explain_bench_reports_overheads_and_saliency_rates() -> None:

@@ -4,35 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ife_command, subprocess_env
+from conftest import start_ife_ui
 
 from ife_platform.cli import main
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ui_serves_local_store_on_loopback(tmp_path: Path) -> None:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [*ife_command(), "ui", "--port", str(port), f"tracking.uri=sqlite:///{tmp_path / 'm.db'}"],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc, port = start_ife_ui(tmp_path, f"sqlite:///{tmp_path / 'm.db'}")
     try:
         deadline, status = time.monotonic() + 90, None
         while time.monotonic() < deadline and status is None:
@@ -40,7 +24,7 @@ def test_ui_serves_local_store_on_loopback(tmp_path: Path) -> None:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
                     status = r.status
             except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+                assert proc.poll() is None, proc.stdout.read()[-2000:]
                 time.sleep(0.5)
         assert status == 200
         with urllib.request.urlopen(

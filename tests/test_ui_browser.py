@@ -11,15 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from cdp import Browser, find_chromium
-from conftest import TINY, ife_command, run_ife, subprocess_env
+from conftest import TINY, run_ife, start_ife_ui
 
 RUN_NAME = "ife-der-demo"  # the demo preset's run name
 
@@ -35,12 +33,6 @@ VIDEO_STATE = """(async () => {
           after: v.currentTime, width: v.videoWidth, height: v.videoHeight,
           src: v.currentSrc};
 })()"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _keep(shot: Path) -> None:
@@ -62,16 +54,7 @@ def test_ui_shows_the_run_its_chart_and_plays_its_mask_video(tmp_path: Path) -> 
         tmp_path,
         ["train", "demo", *TINY, f"tracking.uri={uri}", f"tracking.output_dir={tmp_path / 'out'}"],
     )
-    port = _free_port()
-    ui = subprocess.Popen(
-        [*ife_command(), "ui", "--port", str(port), f"tracking.uri={uri}"],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    ui, port = start_ife_ui(tmp_path, uri)
     browser = None
     try:
         first = ui.stdout.readline() + ui.stdout.readline()
