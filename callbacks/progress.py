@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
@@ -29,6 +30,7 @@ class StepProgress(L.Callback):
         self.every_s = every_s
         self.stream = stream
         self.progress: Progress | None = None
+        self._last = -float("inf")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:  # noqa: D102
         if trainer.global_rank == 0:
@@ -43,6 +45,10 @@ class StepProgress(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:  # noqa: D102
         if self.progress is None:
             return
+        now = time.monotonic()
+        if now - self._last < 0.25:  # the training step's hot path: refresh 4 times a second
+            return
+        self._last = now
         returns = pl_module.recent_returns
         self.progress.update(
             int(pl_module.env_steps),
