@@ -139,6 +139,9 @@ class ReplayConfig:
     # importance weights normalised by the sampled batch's largest weight (DER references) or
     # by the smallest priority in the whole buffer (TorchRL's default); docs/design.md
     weight_norm: str = "batch"  # batch | buffer
+    # zero the frames from before a new life in sampled stacks, as Kaixhin/Rainbow's memory
+    # does after a life-loss terminal (acting stacks keep them in both; docs/design.md)
+    blank_before_life_start: bool = False
     save_buffer: bool = False  # also checkpoint the replay buffer (see README for the disk cost)
 
 

@@ -278,6 +278,7 @@ class RainbowTask(AgentTask):
                 num_envs=e.num_envs,
                 ring_size=ring,
                 device=frame_device,
+                blank_before_life_start=r.blank_before_life_start,
             ),
             batch_size=self.cfg.agent.batch_size,
             generator=torch.Generator().manual_seed(

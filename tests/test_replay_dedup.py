@@ -51,20 +51,64 @@ def _buffer(storage, seed: int = 11, batch: int = 32) -> TensorDictPrioritizedRe
     )
 
 
-class _Pair:
-    """The old and the new data path, fed the same collector batches."""
+class _KaixhinBlanker:
+    """Reference for ``blank_before_life_start``, written from Kaixhin/Rainbow's memory: a
+    stack whose newest frame is the k-th of its life (k < S) has its S - k older frames
+    zeroed. It follows each env's life age from the flags alone, independently of the ring."""
 
-    def __init__(self, num_envs: int, capacity: int, n: int, ring_size: int | None = None):
+    def __init__(self, num_envs: int) -> None:
+        self.age = torch.ones(num_envs, dtype=torch.long)  # first stacks: a reset, age 1
+
+    @staticmethod
+    def _blank(stacks: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
+        keep = torch.arange(S)[None, :] >= (S - age)[:, None]  # [N, S]
+        return stacks * keep[:, :, None, None].to(stacks.dtype)
+
+    def __call__(self, obs, terminal, done, next_obs) -> tuple[torch.Tensor, torch.Tensor]:
+        n_env, t_len = obs.shape[:2]
+        done = done.reshape(n_env, t_len).bool()
+        lost = terminal.reshape(n_env, t_len).bool() & ~done
+        out_obs, out_next = obs.clone(), next_obs.clone()
+        for t in range(t_len):
+            out_obs[:, t] = self._blank(obs[:, t], self.age)
+            after = torch.where(lost[:, t], 1, (self.age + 1).clamp(max=S))
+            out_next[:, t] = self._blank(next_obs[:, t], after)
+            self.age = torch.where(done[:, t], 1, after)
+        return out_obs, out_next
+
+
+class _Pair:
+    """The old and the new data path, fed the same collector batches. With ``blank``, the old
+    path stores the stacks :class:`_KaixhinBlanker` blanks and the new one blanks at reads."""
+
+    def __init__(
+        self,
+        num_envs: int,
+        capacity: int,
+        n: int,
+        ring_size: int | None = None,
+        blank: bool = False,
+    ):
         ring = ring_size or frame_ring_size(capacity, num_envs, n, S)
         self.old = _buffer(GatherTensorStorage(capacity))
         self.new = _buffer(
-            FrameStackStorage(capacity, frame_stack=S, num_envs=num_envs, ring_size=ring)
+            FrameStackStorage(
+                capacity,
+                frame_stack=S,
+                num_envs=num_envs,
+                ring_size=ring,
+                blank_before_life_start=blank,
+            )
         )
         self.old_acc = NStepAccumulator(num_envs, n, 0.99)
         self.new_acc = FrameNStepAccumulator(num_envs, n, 0.99, self.new.storage, verify=True)
+        self.blanker = _KaixhinBlanker(num_envs) if blank else None
 
     def push(self, obs, action, reward, terminal, done, next_obs) -> None:
-        a = self.old_acc.push(obs, action, reward, terminal, done, next_obs)
+        old_obs, old_next = obs, next_obs
+        if self.blanker is not None:
+            old_obs, old_next = self.blanker(obs, terminal, done, next_obs)
+        a = self.old_acc.push(old_obs, action, reward, terminal, done, old_next)
         b = self.new_acc.push(obs, action, reward, terminal, done, next_obs)
         assert a.batch_size == b.batch_size
         if a.batch_size[0]:
@@ -169,11 +213,48 @@ def test_stacks_that_do_not_shift_by_one_frame_stop_training() -> None:
         acc.push(obs, torch.zeros(2, 1), torch.ones(2, 1), no, no, nxt)
 
 
-def test_toy_stream_with_one_step_episodes_grows_the_ring_and_stays_exact() -> None:
+def test_blanking_before_a_life_start_by_hand() -> None:
+    """Env 0 loses a life at its 2nd step (terminal, game goes on); env 1 plays on. n = 1.
+    Env 0's frames by id: 0-2 zeros, 3-6 values 1-4; id 5 (value 3, pushed by the losing
+    step) is the first of the new life. Read stacks zero the frames before it; env 1's and
+    the acting stacks are untouched."""
+    storage = FrameStackStorage(16, frame_stack=S, num_envs=2, blank_before_life_start=True)
+    rb = _buffer(storage)
+    acc = FrameNStepAccumulator(2, 1, 0.9, storage, verify=True)  # verify: raw stacks kept
+    envs = _ToyEnvs(2)
+    no = torch.zeros(2, 1, dtype=torch.bool)
+    lost = torch.tensor([[False, False], [True, False], [False, False]])
+    for t in range(3):
+        obs, nxt = envs.step([False, False])
+        rb.extend(acc.push(obs, torch.zeros(2, 1), torch.ones(2, 1), lost[t][:, None], no, nxt))
+    assert storage.life_start.tolist() == [5, 3]
+    # transitions in push order: env 0 and env 1 of step 0, then of step 1, then of step 2
+    batch = storage.get(torch.arange(6))
+    first = batch["obs"][:, :, 0, 0].tolist()
+    second = batch["next_obs"][:, :, 0, 0].tolist()
+    assert first == [[0, 0, 0, 1], [0, 0, 0, 11], [0, 0, 1, 2], [0, 0, 11, 12],
+                     [0, 0, 0, 3], [0, 11, 12, 13]]  # fmt: skip
+    assert second == [[0, 0, 1, 2], [0, 0, 11, 12], [0, 0, 0, 3], [0, 11, 12, 13],
+                      [0, 0, 3, 4], [11, 12, 13, 14]]  # fmt: skip
+    raw = storage.gather_stacks(torch.tensor([0]), torch.tensor([3]), blank=False)
+    assert raw[0, :, 0, 0].tolist() == [1, 2, 3, 4]
+    # without the option the same stream reads the env's stacks
+    plain = FrameStackStorage(16, frame_stack=S, num_envs=2)
+    rb, acc, envs = _buffer(plain), FrameNStepAccumulator(2, 1, 0.9, plain), _ToyEnvs(2)
+    for t in range(3):
+        obs, nxt = envs.step([False, False])
+        rb.extend(acc.push(obs, torch.zeros(2, 1), torch.ones(2, 1), lost[t][:, None], no, nxt))
+    assert plain.get(torch.arange(6))["obs"][4, :, 0, 0].tolist() == [0, 1, 2, 3]
+    assert plain.get(torch.arange(6))["next_obs"][4, :, 0, 0].tolist() == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("blank", [False, True])
+def test_toy_stream_with_one_step_episodes_grows_the_ring_and_stays_exact(blank: bool) -> None:
     """Episodes of 1-2 steps take up to 2 frames per transition, more than the ring's 1.25:
-    the ring grows (never overwriting a live frame) and the batches stay identical."""
+    the ring grows (never overwriting a live frame) and the batches stay identical (with
+    ``blank``: identical to the reference blanking, across the growth)."""
     num_envs, capacity = 3, 40
-    pair = _Pair(num_envs, capacity, n=3, ring_size=50)
+    pair = _Pair(num_envs, capacity, n=3, ring_size=50, blank=blank)
     envs = _ToyEnvs(num_envs)
     g = torch.Generator().manual_seed(0)
     for step in range(120):
@@ -211,8 +292,12 @@ def _collector(game: str, num_envs: int, frames_per_batch: int, frame_cap: int) 
 
 
 @pytest.mark.parametrize(
-    ("game", "num_envs", "steps_per_batch", "vector_steps", "frame_cap"),
-    [("breakout", 4, 1, 700, 600), ("ms_pacman", 2, 3, 1200, 2400)],
+    ("game", "num_envs", "steps_per_batch", "vector_steps", "frame_cap", "blank"),
+    [
+        ("breakout", 4, 1, 700, 600, False),
+        ("ms_pacman", 2, 3, 1200, 2400, False),
+        ("breakout", 4, 1, 700, 600, True),
+    ],
 )
 def test_real_games_sample_bit_identical_batches(
     game: str,
@@ -220,14 +305,16 @@ def test_real_games_sample_bit_identical_batches(
     steps_per_batch: int,
     vector_steps: int,
     frame_cap: int,
+    blank: bool,
     tmp_path: Path,
 ) -> None:
     """Thousands of agent steps of real games (random policy) with life losses, game overs,
     frame-cap truncations and a 300-slot ring that wraps many times: every stored slot and
     every prioritized sample reads the same from both storages, at many points of the run.
-    Then a snapshot round trip of the new buffer samples identically."""
+    Then a snapshot round trip of the new buffer samples identically. With ``blank`` the
+    reference stores the stacks Kaixhin's memory would (:class:`_KaixhinBlanker`)."""
     capacity = 300
-    pair = _Pair(num_envs, capacity, n=3)
+    pair = _Pair(num_envs, capacity, n=3, blank=blank)
     ring = pair.new.storage.ring_size
     collector = _collector(game, num_envs, num_envs * steps_per_batch, frame_cap)
     counts = torch.zeros(3)
@@ -260,7 +347,14 @@ def test_real_games_sample_bit_identical_batches(
     path = tmp_path / "replay.pt"
     save_replay(pair.new, path)
     fresh = _buffer(
-        FrameStackStorage(capacity, frame_stack=S, num_envs=num_envs, ring_size=ring), seed=99
+        FrameStackStorage(
+            capacity,
+            frame_stack=S,
+            num_envs=num_envs,
+            ring_size=ring,
+            blank_before_life_start=blank,
+        ),
+        seed=99,
     )
     load_replay(fresh, path)
     for _ in range(3):

@@ -18,7 +18,9 @@ Layout (issue 13, item 3):
   sat. Each vector step it pushes, per env, the last frame of ``next_obs`` (also ``final_obs``
   at the end of a game) and, for an env whose observation starts an episode, that whole reset
   stack first (ale-py's is three zero frames and the first frame), so every stack an env ever
-  shows is ``S`` consecutive frames of its block. Life losses do not reset the stack. The
+  shows is ``S`` consecutive frames of its block. Life losses do not reset the stack (a
+  storage with ``blank_before_life_start`` zeroes the older frames of a new life's stacks when
+  it reads them, as Kaixhin/Rainbow's memory does). The
   (env, first frame) pairs then go through an unchanged ``NStepAccumulator``, so the n-step
   windows, returns, discounts and the order of the emitted transitions are the old ones by
   construction.
@@ -76,6 +78,11 @@ class FrameStackStorage(GatherTensorStorage):
         frame_shape: shape of one frame.
         device: where the frame ring lives (a GPU keeps the sampled stacks on it; the
             transition scalars and the bookkeeping stay on the CPU with TorchRL's sampler).
+        blank_before_life_start: zero, in every read stack, the frames from before the start
+            of the life its newest frame belongs to, as Kaixhin/Rainbow's replay memory does
+            (its timestep restarts at a life-loss terminal and ``_get_transitions`` blanks the
+            frames before it). The acting stacks keep those frames, in both. Off: every read
+            stack is the one the env produced. Costs one int64 per ring row.
     """
 
     def __init__(
@@ -87,9 +94,11 @@ class FrameStackStorage(GatherTensorStorage):
         ring_size: int | None = None,
         frame_shape: tuple[int, int] = (84, 84),
         device: torch.device | str = "cpu",
+        blank_before_life_start: bool = False,
     ) -> None:
         super().__init__(max_size)
         self.frame_device = torch.device(device)
+        self.blank_before_life_start = bool(blank_before_life_start)
         self.frame_stack = int(frame_stack)
         self.num_envs = int(num_envs)
         self.frame_shape = tuple(frame_shape)
@@ -99,6 +108,10 @@ class FrameStackStorage(GatherTensorStorage):
         self._written = 0  # transitions written so far; the next transition's serial
         self._frames: Tensor | None = None  # [N * block, H, W] uint8
         self._ref: Tensor | None = None  # [N * block] int64: newest serial referencing the row
+        # with blank_before_life_start: [N * block] int64, the id of the first frame of the
+        # life each row's frame belongs to; and each env's current life start
+        self._life: Tensor | None = None
+        self.life_start = torch.zeros(self.num_envs, dtype=torch.int64)
 
     @property
     def block(self) -> int:
@@ -121,12 +134,20 @@ class FrameStackStorage(GatherTensorStorage):
             (self.ring_size, *self.frame_shape), dtype=dtype, device=self.frame_device
         )
         self._ref = torch.full((self.ring_size,), -1, dtype=torch.int64)
+        if self.blank_before_life_start:
+            self._life = torch.zeros((self.ring_size,), dtype=torch.int64, device=self.frame_device)
 
     def rows(self, env: Tensor, ids: Tensor) -> Tensor:
         """Ring rows of frames ``ids`` of envs ``env`` (broadcast)."""
         return env * self.block + ids % self.env_rows
 
-    def add_frames(self, env: Tensor, frames: Tensor, protect_from: Tensor) -> Tensor:
+    def add_frames(
+        self,
+        env: Tensor,
+        frames: Tensor,
+        protect_from: Tensor,
+        starts_life: Tensor | None = None,
+    ) -> Tensor:
         """Append frames to the envs' rings; returns their ids (per env, consecutive).
 
         Args:
@@ -134,6 +155,9 @@ class FrameStackStorage(GatherTensorStorage):
             frames: ``[K, H, W]`` new frames.
             protect_from: ``[N]``: frames of env e with ids ``>= protect_from[e]`` must
                 survive this push (the accumulator's open windows and current stacks).
+            starts_life: ``[K]`` bool, the frame is the first of a life (a game's first
+                observation, or the first after a lost life); read with
+                ``blank_before_life_start`` only.
 
         Returns:
             int64 ids ``[K]``.
@@ -160,8 +184,24 @@ class FrameStackStorage(GatherTensorStorage):
         mirror = ids % self.env_rows < self.frame_stack - 1
         if bool(mirror.any()):
             self._frames[(rows[mirror] + self.env_rows).to(dev)] = frames[mirror.to(dev)]
+        if self._life is not None:
+            self._life[rows.to(dev)] = self._life_ids(env, ids, onehot, starts_life).to(dev)
+            if bool(mirror.any()):
+                src = rows[mirror].to(dev)
+                self._life[src + self.env_rows] = self._life[src]
         self.frame_count += onehot.sum(0)
         return ids
+
+    def _life_ids(
+        self, env: Tensor, ids: Tensor, onehot: Tensor, starts_life: Tensor | None
+    ) -> Tensor:
+        """Life start id of each new frame (the newest start at or before it, per env)."""
+        if starts_life is None or not bool(starts_life.any()):
+            return self.life_start[env]
+        marks = torch.where(onehot.bool() & starts_life[:, None], ids[:, None], -1)  # [K, N]
+        latest = torch.maximum(marks.cummax(0).values, self.life_start[None, :])
+        self.life_start = latest[-1].clone()
+        return latest.gather(1, env[:, None]).squeeze(1)
 
     def _grow(self, env: Tensor, ids: Tensor, protect_from: Tensor) -> None:
         """Enlarge every env's block so that writing ``ids`` overwrites no live frame."""
@@ -186,6 +226,7 @@ class FrameStackStorage(GatherTensorStorage):
             (self.ring_size, *self.frame_shape), dtype=self._frames.dtype, device=self.frame_device
         )
         ref = torch.full((self.ring_size,), -1, dtype=torch.int64)
+        life = None if self._life is None else torch.zeros_like(ref, device=self.frame_device)
         for e in range(self.num_envs):
             count = int(self.frame_count[e])
             kept = torch.arange(max(0, count - old_rows), count)
@@ -195,14 +236,20 @@ class FrameStackStorage(GatherTensorStorage):
             ref[dst] = self._ref[src]
             base = e * self.block
             frames[base + new_rows : base + self.block] = frames[base : base + self.frame_stack - 1]
-        self._frames, self._ref = frames, ref
+            if life is not None and self._life is not None:
+                dev = self.frame_device
+                life[dst.to(dev)] = self._life[src.to(dev)]
+                life[base + new_rows : base + self.block] = life[base : base + self.frame_stack - 1]
+        self._frames, self._ref, self._life = frames, ref, life
 
-    def gather_stacks(self, env: Tensor, first: Tensor) -> Tensor:
+    def gather_stacks(self, env: Tensor, first: Tensor, *, blank: bool = True) -> Tensor:
         """Stacks of ``frame_stack`` frames starting at frame ``first`` of env ``env``.
 
         Args:
             env: int64 ``[B]``.
             first: int64 ``[B]``, the id of each stack's oldest frame.
+            blank: with ``blank_before_life_start``, zero the frames from before the life of
+                the stack's newest frame (False: the stacks as the env produced them).
 
         Returns:
             uint8 ``[B, frame_stack, H, W]``, gathered with one ``index_select``.
@@ -211,7 +258,13 @@ class FrameStackStorage(GatherTensorStorage):
         ring, s = self._frames, self.frame_stack
         h, w = self.frame_shape
         view = ring.as_strided((ring.shape[0] - s + 1, s, h, w), (h * w, h * w, w, 1))
-        return view.index_select(0, self.rows(env, first).to(ring.device))
+        rows = self.rows(env, first).to(ring.device)
+        stacks = view.index_select(0, rows)
+        if blank and self._life is not None:  # blank the frames from before the newest frame's life
+            ids = first.to(ring.device)[:, None] + torch.arange(s, device=ring.device)  # [B, S]
+            before = ids < self._life.index_select(0, rows + s - 1)[:, None]
+            stacks.masked_fill_(before[:, :, None, None], 0)
+        return stacks
 
     # -- TorchRL storage -----------------------------------------------------------------
     def set(self, cursor: Any, data: Any, *, set_cursor: bool = True) -> None:  # noqa: D102
@@ -277,6 +330,8 @@ class FrameStackStorage(GatherTensorStorage):
         self._written = 0
         self._frames = None
         self._ref = None
+        self._life = None
+        self.life_start = torch.zeros(self.num_envs, dtype=torch.int64)
 
     def state_dict(self) -> dict[str, Any]:  # noqa: D102
         state = super().state_dict()
@@ -288,6 +343,8 @@ class FrameStackStorage(GatherTensorStorage):
             "written": self._written,
             "num_envs": self.num_envs,
             "frame_stack": self.frame_stack,
+            "life": self._life,
+            "life_start": self.life_start.clone(),
         }
         return state
 
@@ -305,6 +362,14 @@ class FrameStackStorage(GatherTensorStorage):
         frames, ref = ring["frames"], ring["ref"]
         self._frames = None if frames is None else frames.to(self.frame_device, copy=True)
         self._ref = None if ref is None else ref.clone()
+        self._life, self.life_start = None, torch.zeros(self.num_envs, dtype=torch.int64)
+        if self.blank_before_life_start and frames is not None:
+            life = ring.get("life")
+            if life is None:  # saved without blanking: no row's frame starts a life we know of
+                life = torch.zeros(self._ref.shape, dtype=torch.int64)  # type: ignore[union-attr]
+            else:
+                self.life_start = ring["life_start"].clone()
+            self._life = life.to(self.frame_device, copy=True)
 
     def nbytes(self) -> int:
         """Bytes held: transition tensors plus the frame ring and its reference serials."""
@@ -313,6 +378,8 @@ class FrameStackStorage(GatherTensorStorage):
             total += sum(t.nbytes for t in self._storage.values(True, True))
         if self._frames is not None and self._ref is not None:
             total += self._frames.nbytes + self._ref.nbytes
+        if self._life is not None:
+            total += self._life.nbytes
         return total
 
 
@@ -327,7 +394,8 @@ class FrameNStepAccumulator:
     Per env it keeps the id of the oldest frame of the current stack. An observation after a
     ``done`` (or the first one) starts an episode: its whole stack is pushed. Every step then
     pushes the last frame of ``next_obs`` (also the ``final_obs`` of a finished game): the next
-    stack starts one frame later. Life losses do not reset the stack.
+    stack starts one frame later. Life losses do not reset the stack; the storage is told which
+    frames start a life (``terminal`` without ``done``), for ``blank_before_life_start``.
 
     Args:
         num_envs: N, the number of parallel envs (fixed; ``storage.num_envs``).
@@ -373,8 +441,12 @@ class FrameNStepAccumulator:
         """Number of open windows held back, waiting for later steps (over all envs)."""
         return self.inner.num_pending
 
-    def _step_ids(self, obs: Tensor, next_obs: Tensor) -> tuple[Tensor, Tensor]:
-        """Push the new frames of one vector step; first frame ids of its obs / next_obs."""
+    def _step_ids(self, obs: Tensor, next_obs: Tensor, life_lost: Tensor) -> tuple[Tensor, Tensor]:
+        """Push the new frames of one vector step; first frame ids of its obs / next_obs.
+
+        ``life_lost`` ``[N]``: the step lost a life and the game goes on, so the last frame of
+        ``next_obs`` is the first of a new life (as is the last frame of a reset stack).
+        """
         s = self.storage.frame_stack
         starting = self._start.nonzero().squeeze(1)
         k = starting.numel()
@@ -382,9 +454,14 @@ class FrameNStepAccumulator:
         if k:
             env = torch.cat([starting.repeat_interleave(s), self._env])
             frames = torch.cat([obs.index_select(0, starting).flatten(0, 1), next_obs[:, -1]])
+            first_frame = torch.zeros((k, s), dtype=torch.bool)
+            first_frame[:, -1] = True
+            starts_life = torch.cat([first_frame.flatten(), life_lost])
         else:
-            env, frames = self._env, next_obs[:, -1]
-        ids = self.storage.add_frames(env, frames, protect_from=self._recent[0])
+            env, frames, starts_life = self._env, next_obs[:, -1], life_lost
+        ids = self.storage.add_frames(
+            env, frames, protect_from=self._recent[0], starts_life=starts_life
+        )
         cur = self._cur  # never written in place: it is also the last step's next_obs start
         if k:
             cur = cur.clone()
@@ -394,7 +471,7 @@ class FrameNStepAccumulator:
 
     def _check(self, env: Tensor, first: Tensor, stacks: Tensor, key: str) -> None:
         """Raise if ``stacks`` [N, T, S, H, W] differ from the ones the ring rebuilds."""
-        rebuilt = self.storage.gather_stacks(env.reshape(-1), first.reshape(-1))
+        rebuilt = self.storage.gather_stacks(env.reshape(-1), first.reshape(-1), blank=False)
         if not torch.equal(rebuilt.view(stacks.shape).to(stacks.device), stacks):
             raise RuntimeError(
                 f"an {key} stack differs from the frames the replay stored for it: the env's "
@@ -425,10 +502,11 @@ class FrameNStepAccumulator:
         if n_env != self.num_envs:
             raise ValueError(f"expected {self.num_envs} envs, got obs of shape {tuple(obs.shape)}")
         done_b = done.reshape(n_env, t_len).bool()
+        life_lost = terminal.reshape(n_env, t_len).bool() & ~done_b
         env = self._env[:, None].expand(n_env, t_len)
         firsts, nexts = [], []
         for t in range(t_len):
-            first, nxt = self._step_ids(obs[:, t], next_obs[:, t])
+            first, nxt = self._step_ids(obs[:, t], next_obs[:, t], life_lost[:, t])
             firsts.append(first)
             nexts.append(nxt)
             self._start = done_b[:, t].clone()
