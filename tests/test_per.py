@@ -157,6 +157,31 @@ def test_beta_anneals_from_learning_starts(workdir: Path) -> None:
         assert rb.sampler.beta == pytest.approx(beta)
 
 
+@pytest.mark.parametrize(
+    ("extra", "blanks"),
+    [
+        ([], True),  # the DER profile: Kaixhin's memory blanks (docs/design.md)
+        (["replay.blank_before_life_start=false"], False),
+        (["agent=rainbow_fast", "env.num_envs=2", "replay.capacity=1000"], False),
+    ],
+)
+def test_der_profile_replay_blanks_frames_before_a_life_start(
+    workdir: Path, extra: list[str], blanks: bool
+) -> None:
+    task = _task(workdir, extra)
+    storage = task.build_replay().storage
+    assert storage.blank_before_life_start is blanks
+    # the read path itself, on a stack whose last frame starts a life (ids 0-3, life at 3)
+    storage.add_frames(
+        torch.zeros(4, dtype=torch.long),
+        torch.full((4, 84, 84), 7, dtype=torch.uint8),
+        protect_from=torch.zeros(task.cfg.env.num_envs, dtype=torch.long),
+        starts_life=torch.tensor([False, False, False, True]),
+    )
+    stack = storage.gather_stacks(torch.tensor([0]), torch.tensor([0]))
+    assert stack[0, :, 0, 0].tolist() == ([0, 0, 0, 7] if blanks else [7, 7, 7, 7])
+
+
 def test_bad_weight_norm_fails_at_compose() -> None:
     with pytest.raises(ConfigError, match="replay.weight_norm.*Valid: batch, buffer"):
         compose(["agent=rainbow_der", "replay.weight_norm=global"])
