@@ -33,6 +33,7 @@ RUN_FIELDS = [
     "extractor",
     "weight_norm",
     "alpha",
+    "blank",
     "total_steps",
     "eval_return_mean",
     "eval_return_std",
@@ -82,6 +83,8 @@ def export(tracking_uri: str, names: list[str], out: Path) -> None:
             "extractor": params["model.extractor"],
             "weight_norm": params.get("replay.weight_norm", "buffer"),
             "alpha": params.get("replay.alpha", ""),
+            # replay.blank_before_life_start (absent: a run from before the option, no blanking)
+            "blank": params.get("replay.blank_before_life_start", "False"),
             "total_steps": params["train.total_steps"],
             "eval_return_mean": str(metrics.get("eval/return_mean", "")),
             "eval_return_std": str(metrics.get("eval/return_std", "")),
@@ -100,10 +103,14 @@ def _read_runs(data: Path) -> list[dict[str, str]]:
 
 
 def _replay(r: dict[str, str]) -> str:
-    """How the run sampled: uniform (alpha 0, every weight 1) or prioritized with its weights."""
+    """How the run sampled: uniform (alpha 0, every weight 1) or prioritized with its weights.
+
+    ``", blanked"`` is added when its replayed stacks zeroed the frames before a life start.
+    """
+    blanked = ", blanked" if (r.get("blank") or "False").lower() == "true" else ""
     if r.get("alpha") not in (None, "") and float(r["alpha"]) == 0.0:
-        return "uniform"
-    return f"PER, {r['weight_norm']} weights"
+        return "uniform" + blanked
+    return f"PER, {r['weight_norm']} weights{blanked}"
 
 
 def _curve(data: Path, name: str, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,18 +209,20 @@ def report(data: Path, png: Path | None, window: int = 20) -> str:
         "",
         "Mean over seeds (prioritized replay, batch weights):",
         "",
-        "| game | extractor | seeds | mean final eval | DER published | mean / DER |",
-        "|---|---|---|---|---|---|",
+        "| game | extractor | replay | seeds | mean final eval | DER published | mean / DER |",
+        "|---|---|---|---|---|---|---|",
     ]
-    groups: dict[tuple[str, str], list[float]] = {}
+    groups: dict[tuple[str, str, str], list[float]] = {}
     for r in runs:
-        if _replay(r) == "PER, batch weights" and r["eval_return_mean"]:
-            groups.setdefault((r["game"], r["extractor"]), []).append(float(r["eval_return_mean"]))
-    for (game, extractor), scores in sorted(groups.items()):
+        if _replay(r).startswith("PER, batch weights") and r["eval_return_mean"]:
+            key = (r["game"], r["extractor"], _replay(r))
+            groups.setdefault(key, []).append(float(r["eval_return_mean"]))
+    for (game, extractor, replay), scores in sorted(groups.items()):
         der, mean = der_100k_score(game), float(np.mean(scores))
         der_txt, ratio = ("-", "-") if der is None else (f"{der:,.1f}", f"{mean / der:.2f}")
         lines.append(
-            f"| {game} | {extractor} | {len(scores)} | {mean:,.1f} | {der_txt} | {ratio} |"
+            f"| {game} | {extractor} | {replay} | {len(scores)} | {mean:,.1f} | {der_txt} "
+            f"| {ratio} |"
         )
     return "\n".join(lines)
 

@@ -394,7 +394,7 @@ def test_every_shipped_sweep_preset_plans(roomy_host) -> None:
     from ife_platform.config import available_presets
     from ife_platform.sweep import sweep_words
 
-    sizes = {"der_parity": 12, "atari100k_full": 390, "fast_rainbow_gpu": 234}
+    sizes = {"der_parity": 12, "atari100k_full": 390, "fast_rainbow_gpu": 234, "bf16_parity": 4}
     assert set(available_presets("sweep")) == set(sizes)
     for name, size in sizes.items():
         cfg = compose(sweep_words([name]))
