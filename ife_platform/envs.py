@@ -308,7 +308,7 @@ class AtariVecEnv(EnvBase):
         flags[2, :, 0] = truncated
         lives = info["lives"].astype(np.int64)
         np.less(lives, self._lives, out=flags[3, :, 0])
-        self._lives = lives
+        self._lives[:] = lives  # (in place: nn.Module.__setattr__ costs ~15 us a call)
         self._return += reward
         self._length += 1
         ret, length = self._counters()
@@ -319,7 +319,7 @@ class AtariVecEnv(EnvBase):
             flags[3, :, 0] &= ~done
             next_obs = np.where(done[:, None, None, None], info["final_obs"], obs)
         if self.fire_action is not None:
-            self._fire_pending = flags[3, :, 0].copy()
+            self._fire_pending[:] = flags[3, :, 0]
         life_lost = t_flags[3]
         nxt = self._td(
             {
@@ -335,7 +335,7 @@ class AtariVecEnv(EnvBase):
             }
         )
         # Finished games were already reset by ale-py; counters restart for them.
-        self._obs = obs
+        object.__setattr__(self, "_obs", obs)  # a plain array: skip nn.Module.__setattr__
         if any_done:
             self._return[done] = 0.0
             self._length[done] = 0
