@@ -173,8 +173,9 @@ def report(data: Path, png: Path | None, window: int = 20) -> str:
             for r in sorted((r for r in runs if r["game"] == game), key=lambda r: r["run_name"]):
                 steps, smooth = _curve(data, r["run_name"], window)
                 label = f"{r['extractor']} seed {r['seed']}"
-                if _replay(r) != "PER, batch weights":
-                    label += f" ({_replay(r)})"
+                replay = _replay(r)
+                if replay != "PER, batch weights":  # only what differs from the default
+                    label += f" ({replay.removeprefix('PER, batch weights, ')})"
                 ax.plot(steps / 1000, smooth, label=label, lw=1.4)
             der, ref = der_100k_score(game), reference_scores(game)
             if der is not None:
@@ -185,7 +186,7 @@ def report(data: Path, png: Path | None, window: int = 20) -> str:
             ax.set_xlabel("agent steps (thousands)")
             ax.set_ylabel(f"training return (mean of last {window} games)")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8, loc="upper left")
+            ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
         png.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(png, dpi=110)
