@@ -68,11 +68,16 @@ def test_other_index_forms_still_work() -> None:
     assert rb[2:5]["action"].tolist() == [2, 3, 4]
 
 
-@pytest.mark.parametrize(("frame_stack", "capacity"), [(1, 32), (4, 32), (4, 400)])
-def test_memory_estimate_matches_a_real_buffer(frame_stack: int, capacity: int) -> None:
+@pytest.mark.parametrize(
+    ("frame_stack", "capacity", "blank"),
+    [(1, 32, True), (4, 32, True), (4, 400, True), (4, 400, False)],
+)
+def test_memory_estimate_matches_a_real_buffer(
+    frame_stack: int, capacity: int, blank: bool
+) -> None:
     """``replay_bytes`` (the config's host-memory check) is what the task's buffer holds when
     filled through its own accumulator as in training (transition tensors plus the frame
-    ring), plus the sampler's priority trees."""
+    ring and, with blanking, its life start ids), plus the sampler's priority trees."""
     from ife_platform.tasks.rainbow import RainbowTask
 
     from ife_platform.config import compose
@@ -87,6 +92,7 @@ def test_memory_estimate_matches_a_real_buffer(frame_stack: int, capacity: int) 
             "agent.batch_size=4",
             "agent.n_step=3",
             "env.num_envs=2",
+            f"replay.blank_before_life_start={blank}",
         ]
     )
     replay = RainbowTask(cfg).build_replay()
@@ -106,7 +112,9 @@ def test_memory_estimate_matches_a_real_buffer(frame_stack: int, capacity: int) 
     )
     replay.extend(ready)
     held = replay.storage.nbytes()  # lazily allocated transition tensors + frame ring
-    expected = replay_bytes(capacity, frame_stack, num_envs=2, n_step=3)
+    expected = replay_bytes(
+        capacity, frame_stack, num_envs=2, n_step=3, blank_before_life_start=blank
+    )
     assert held == expected - SAMPLER_BYTES * capacity
     assert estimate_replay_bytes(cfg) == expected
 

@@ -74,6 +74,8 @@ FRAME_REFS_BYTES = 3 * 8
 
 #: Per frame-ring row besides the frame: the int64 serial of the newest transition using it.
 FRAME_REF_BYTES = 8
+#: Bytes per ring row of its life start id, with ``replay.blank_before_life_start``.
+FRAME_LIFE_BYTES = 8
 
 #: TorchRL's ``PrioritizedSampler`` keeps a float32 sum tree and a float32 min tree, each
 #: with up to 2 nodes per slot: at most 16 bytes per slot besides the storage.
@@ -109,7 +111,13 @@ def frame_ring_rows(capacity: int, num_envs: int, n_step: int, frame_stack: int)
     return num_envs * (env_rows + frame_stack - 1)
 
 
-def replay_bytes(capacity: int, frame_stack: int, num_envs: int, n_step: int) -> int:
+def replay_bytes(
+    capacity: int,
+    frame_stack: int,
+    num_envs: int,
+    n_step: int,
+    blank_before_life_start: bool = False,
+) -> int:
     """Host bytes the Rainbow replay of one rank takes when full (storage plus priority trees).
 
     The storage (:class:`~ife_platform.rainbow.dedup.FrameStackStorage`, filled by
@@ -125,13 +133,16 @@ def replay_bytes(capacity: int, frame_stack: int, num_envs: int, n_step: int) ->
         frame_stack: ``env.frame_stack``.
         num_envs: ``env.num_envs``.
         n_step: ``agent.n_step``.
+        blank_before_life_start: ``replay.blank_before_life_start`` (the ring then also keeps
+            an int64 life start per row).
 
     Returns:
-        Bytes: about 8,894 per transition for a large capacity.
+        Bytes: about 8,894 per transition for a large capacity (8,904 with blanking).
     """
     rows = frame_ring_rows(capacity, num_envs, n_step, frame_stack)
     per_slot = FRAME_REFS_BYTES + sum(SCALAR_BYTES.values()) + SAMPLER_BYTES
-    return rows * (FRAME_BYTES + FRAME_REF_BYTES) + capacity * per_slot
+    per_row = FRAME_BYTES + FRAME_REF_BYTES + (FRAME_LIFE_BYTES if blank_before_life_start else 0)
+    return rows * per_row + capacity * per_slot
 
 
 def replay_bytes_per_transition(
@@ -165,6 +176,7 @@ def estimate_replay_bytes(cfg: Any) -> int:
         int(cfg.env.frame_stack),
         int(cfg.env.num_envs),
         int(cfg.agent.n_step),
+        bool(cfg.replay.get("blank_before_life_start", False)),
     )
     return per_rank * int(cfg.trainer.devices)
 
