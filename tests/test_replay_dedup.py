@@ -51,6 +51,12 @@ def _buffer(storage, seed: int = 11, batch: int = 32) -> TensorDictPrioritizedRe
     )
 
 
+def _frame_storage(capacity: int, num_envs: int, ring: int, blank: bool) -> FrameStackStorage:
+    return FrameStackStorage(
+        capacity, frame_stack=S, num_envs=num_envs, ring_size=ring, blank_before_life_start=blank
+    )
+
+
 class _KaixhinBlanker:
     """Reference for ``blank_before_life_start``, written from Kaixhin/Rainbow's memory: a
     stack whose newest frame is the k-th of its life (k < S) has its S - k older frames
@@ -91,15 +97,7 @@ class _Pair:
     ):
         ring = ring_size or frame_ring_size(capacity, num_envs, n, S)
         self.old = _buffer(GatherTensorStorage(capacity))
-        self.new = _buffer(
-            FrameStackStorage(
-                capacity,
-                frame_stack=S,
-                num_envs=num_envs,
-                ring_size=ring,
-                blank_before_life_start=blank,
-            )
-        )
+        self.new = _buffer(_frame_storage(capacity, num_envs, ring, blank))
         self.old_acc = NStepAccumulator(num_envs, n, 0.99)
         self.new_acc = FrameNStepAccumulator(num_envs, n, 0.99, self.new.storage, verify=True)
         self.blanker = _KaixhinBlanker(num_envs) if blank else None
@@ -346,16 +344,7 @@ def test_real_games_sample_bit_identical_batches(
     # snapshot round trip: a fresh buffer loads it and samples the same batches
     path = tmp_path / "replay.pt"
     save_replay(pair.new, path)
-    fresh = _buffer(
-        FrameStackStorage(
-            capacity,
-            frame_stack=S,
-            num_envs=num_envs,
-            ring_size=ring,
-            blank_before_life_start=blank,
-        ),
-        seed=99,
-    )
+    fresh = _buffer(_frame_storage(capacity, num_envs, ring, blank), seed=99)
     load_replay(fresh, path)
     for _ in range(3):
         _assert_same(pair.new.sample(), fresh.sample())
