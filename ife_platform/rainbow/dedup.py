@@ -262,8 +262,9 @@ class FrameStackStorage(GatherTensorStorage):
         stacks = view.index_select(0, rows)
         if blank and self._life is not None:  # blank the frames from before the newest frame's life
             ids = first.to(ring.device)[:, None] + torch.arange(s, device=ring.device)  # [B, S]
-            before = ids < self._life.index_select(0, rows + s - 1)[:, None]
-            stacks.masked_fill_(before[:, :, None, None], 0)
+            keep = ids >= self._life.index_select(0, rows + s - 1)[:, None]
+            # (a product with a 0/1 mask: a broadcast masked_fill_ of uint8 took 30x longer)
+            stacks.mul_(keep.to(stacks.dtype)[:, :, None, None])
         return stacks
 
     # -- TorchRL storage -----------------------------------------------------------------
