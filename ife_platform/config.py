@@ -850,7 +850,12 @@ def _check_replay_memory(cfg: DictConfig) -> None:
         return
     ranks = int(cfg.trainer.devices)
     capacity = int(cfg.replay.capacity)
-    shape = (int(cfg.env.frame_stack), int(cfg.env.num_envs), int(cfg.agent.n_step))
+    shape = (
+        int(cfg.env.frame_stack),
+        int(cfg.env.num_envs),
+        int(cfg.agent.n_step),
+        bool(cfg.replay.get("blank_before_life_start", False)),
+    )
     per_slot = round(need / (ranks * capacity))
 
     def fits(c: int) -> bool:

@@ -138,7 +138,8 @@ def test_replay_memory_refused_with_the_numbers(monkeypatch) -> None:
     assert "this machine has 22 GB available" in msg and "lower replay.capacity" in msg
     most = int(re.search(r"must be <= (\d+) here", msg).group(1))
     cfg = compose([f"replay.capacity={most}"])  # the largest that fits is accepted
-    shape = (4, cfg.env.num_envs, cfg.agent.n_step)
+    assert cfg.replay.blank_before_life_start  # the default DER profile counts its life ids
+    shape = (4, cfg.env.num_envs, cfg.agent.n_step, cfg.replay.blank_before_life_start)
     assert replay_bytes(most, *shape) <= 0.9 * 22 * GB < replay_bytes(most + 1, *shape)
     with pytest.raises(ConfigError):
         compose([f"replay.capacity={most + 1}"])
