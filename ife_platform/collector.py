@@ -101,8 +101,7 @@ class VectorStepCollector(Collector):
             stepped, self._carrier = self.env.step_and_maybe_reset(carrier)
         if self._carrier_has_no_device:
             self._carrier.clear_device_()
-        out = _add_time_dim(stepped)
-        out.refine_names(..., "time")
+        out = _add_time_dim(stepped)  # (named [None, "time"], as TorchRL's rollout names it)
         if self._exclude_private_keys and not any(_is_private(k) for k in out.keys(True)):
             # TorchRL's post-processing scans every key of every batch for private ("_")
             # ones; the keys of a step are the same every step, so one scan is enough.
@@ -115,10 +114,15 @@ def _is_private(key: str | tuple[str, ...]) -> bool:
 
 
 def _add_time_dim(td: TensorDictBase) -> TensorDict:
-    """``td.unsqueeze(-1)`` for a ``[N]`` tensordict of tensors, at half its cost: ``[N, 1]``."""
+    """``td.unsqueeze(-1).refine_names(..., "time")`` for a ``[N]`` tensordict of tensors.
+
+    About a third of their cost: the ``[N, 1]`` views and the dimension names are set
+    directly (``refine_names`` alone took about 50 us per batch, a third of the collector's
+    own Python time).
+    """
     source = {
         key: _add_time_dim(value) if isinstance(value, TensorDictBase) else value.unsqueeze(1)
         for key, value in td.items()
     }
     size = torch.Size((td.batch_size[0], 1))
-    return TensorDict._new_unsafe(source, batch_size=size, device=td.device)
+    return TensorDict._new_unsafe(source, batch_size=size, device=td.device, names=[None, "time"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 from conftest import assert_same_batches_until_every_episode_end
 from tensordict.nn import TensorDictModule
@@ -77,6 +78,12 @@ def test_env_bench_reports_positive_rates_for_every_variant() -> None:
     for v in variants.values():
         assert len(v["samples"]) == 1
         assert _positive(v["steps_per_s"]) and _positive(v["ratio"])
+    # the collector's own work, timed against recorded emulator steps, bounds the ratio
+    assert len(out["collector_overhead_samples"]) == 1 and _positive(out["collector_overhead_us"])
+    raw_us = 2 / variants["raw ale-py vector env"]["steps_per_s"] * 1e6
+    assert out["raw_step_us"] == pytest.approx(raw_us)
+    expected = raw_us / (raw_us + out["collector_overhead_us"])
+    assert out["overhead_ceiling_ratio"] == pytest.approx(expected) and expected < 1
 
 
 def test_learner_rates_platform_and_bare_loop_are_positive() -> None:

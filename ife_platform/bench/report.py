@@ -34,6 +34,12 @@ def format_report(results: dict[str, Any]) -> str:
         ]
         for name, v in env["variants"].items():
             lines.append(f"  {name:40s} {fmt_rate(v['steps_per_s']):>8s}  ratio {v['ratio']:.2f}")
+        if "collector_overhead_us" in env:
+            lines.append(
+                f"  {'collector work per vector step':40s} {env['collector_overhead_us']:6.0f} us"
+                f"  (raw step {env['raw_step_us']:.0f} us: ceiling ratio "
+                f"{env['overhead_ceiling_ratio']:.2f}; emulator replaced by recorded steps)"
+            )
     for lr in results.get("learner", []):
         lines += [
             "",
