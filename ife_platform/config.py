@@ -840,7 +840,7 @@ def _gb(n: float) -> str:
 
 def _check_replay_memory(cfg: DictConfig) -> None:
     """Refuse a replay (all ranks of this host) that cannot fit in the available memory."""
-    from ife_platform.rainbow.replay import estimate_replay_bytes, replay_bytes
+    from ife_platform.rainbow.replay import estimate_replay_bytes
 
     available = available_memory_bytes()
     if available is None:
@@ -850,16 +850,10 @@ def _check_replay_memory(cfg: DictConfig) -> None:
         return
     ranks = int(cfg.trainer.devices)
     capacity = int(cfg.replay.capacity)
-    shape = (
-        int(cfg.env.frame_stack),
-        int(cfg.env.num_envs),
-        int(cfg.agent.n_step),
-        bool(cfg.replay.get("blank_before_life_start", False)),
-    )
     per_slot = round(need / (ranks * capacity))
 
-    def fits(c: int) -> bool:
-        return replay_bytes(c, *shape) * ranks <= MEMORY_HEADROOM * available
+    def fits(c: int) -> bool:  # (the same estimate as `need`, at capacity c)
+        return estimate_replay_bytes(cfg, c) <= MEMORY_HEADROOM * available
 
     lo, hi = 0, capacity  # the largest capacity that fits (bytes grow with the capacity)
     while lo < hi:

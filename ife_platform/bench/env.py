@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -145,10 +146,10 @@ class _CollectorOverhead:
         vec = self.env._vec
         rng = np.random.default_rng(seed)
         tape = [vec.step(rng.integers(0, self.env.num_actions, num_envs)) for _ in range(recorded)]
-        position = iter(range(1 << 62))
+        replayed = itertools.cycle(tape)
 
         def replay(action: Any) -> Any:
-            return tape[next(position) % recorded]
+            return next(replayed)
 
         vec.step = replay  # (this env is the measurement's own; nothing else steps it)
         self.us_per_batch(recorded)  # warm-up

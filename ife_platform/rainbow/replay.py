@@ -157,7 +157,7 @@ def replay_bytes_per_transition(
     return replay_bytes(capacity, frame_stack, num_envs, n_step) / capacity
 
 
-def estimate_replay_bytes(cfg: Any) -> int:
+def estimate_replay_bytes(cfg: Any, capacity: int | None = None) -> int:
     """Host memory the replay buffers of one machine take when full.
 
     Every rank on the host (``trainer.devices``) fills its own buffer of ``replay.capacity``
@@ -166,13 +166,16 @@ def estimate_replay_bytes(cfg: Any) -> int:
 
     Args:
         cfg: A Rainbow-family experiment config (``replay.capacity``, ``env.frame_stack``,
-            ``env.num_envs``, ``agent.n_step``, ``trainer.devices``).
+            ``env.num_envs``, ``agent.n_step``, ``replay.blank_before_life_start``,
+            ``trainer.devices``).
+        capacity: slots per rank instead of ``replay.capacity`` (the config's memory check
+            searches for the largest capacity that fits with it).
 
     Returns:
         Bytes, summed over the host's ranks.
     """
     per_rank = replay_bytes(
-        int(cfg.replay.capacity),
+        int(cfg.replay.capacity if capacity is None else capacity),
         int(cfg.env.frame_stack),
         int(cfg.env.num_envs),
         int(cfg.agent.n_step),
