@@ -14,6 +14,11 @@ terminal and to every sweep parent named:
   (average performance, forgetting, transfer) per method, mean with a bootstrap interval;
 - PNG plots, CSV files and a markdown report (``docs/report.md`` defines every number).
 
+Every report also writes ``runs.json``, the portable record of the runs it read (scores,
+evaluation protocol, params, explain and continual metrics). A record file, or a folder that
+holds ``runs.json``, can stand in for run ids in a later ``ife report``: the MLflow store stays
+on the machine that trained, but reports of runs from many machines and sessions add up.
+
 A method is the runs' values of the ``by`` keys (default: ``agent.name`` and
 ``model.extractor``, without the keys that are the same for every run).
 """
@@ -21,7 +26,9 @@ A method is the runs' values of the ``by`` keys (default: ``agent.name`` and
 from __future__ import annotations
 
 import csv
+import json
 import math
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -33,9 +40,19 @@ import numpy as np
 
 from ife_platform.config import ConfigError
 
-__all__ = ["ReportResult", "RunRow", "build_report", "collect_runs", "report"]
+__all__ = [
+    "ReportResult",
+    "RunRow",
+    "build_report",
+    "collect_runs",
+    "load_rows",
+    "report",
+    "save_rows",
+]
 
 DEFAULT_BY = ("agent.name", "model.extractor")
+RUNS_FILE = "runs.json"  # the record of a report's runs, in its folder
+RECORD_FORMAT = "ife-report-runs/1"
 
 
 @dataclass
@@ -58,6 +75,71 @@ class RunRow:
     explain: dict[str, float] = field(default_factory=dict)
     sequence: dict[str, Any] | None = None  # a continual run's report (R, AUCs)
     method: str = ""
+
+
+_REQUIRED = {"run_id": str, "kind": str, "game": str, "seed": int, "params": dict}
+
+
+def save_rows(rows: Sequence[RunRow], path: str | Path, *, merge: bool = False) -> Path:
+    """Write rows as a record that :func:`load_rows` (and ``ife report PATH``) reads back.
+
+    Args:
+        rows: the runs; ``method`` is not kept (a report labels methods itself).
+        path: the JSON file.
+        merge: keep the rows already in ``path``, replacing those with the same run id.
+    """
+    path = Path(path)
+    kept: dict[str, RunRow] = {}
+    if merge and path.exists():
+        kept = {r.run_id: r for r in load_rows(path)}
+    for r in rows:
+        kept[r.run_id] = r
+    runs = []
+    for r in kept.values():
+        d = {k: getattr(r, k) for k in r.__dataclass_fields__ if k != "method"}
+        runs.append(d)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"format": RECORD_FORMAT, "runs": runs}, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_rows(path: str | Path) -> list[RunRow]:
+    """The runs of a record written by :func:`save_rows` (a file, or a report's folder).
+
+    Raises:
+        ConfigError: no such file, or not a record of this format (nothing is guessed).
+    """
+    where = Path(path)
+    if where.is_dir():
+        where = where / RUNS_FILE
+    if not where.is_file():
+        raise ConfigError(f"ife report: no run record at {where} (a report folder's {RUNS_FILE})")
+    try:
+        data = json.loads(where.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(f"ife report: {where} is not a readable run record: {err}") from err
+    if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
+        raise ConfigError(f"ife report: {where} is not a run record of format {RECORD_FORMAT}")
+    fields = set(RunRow.__dataclass_fields__) - {"method"}
+    rows = []
+    for i, entry in enumerate(data.get("runs", [])):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"ife report: run {i} of {where} is not an object")
+        bad = [k for k, t in _REQUIRED.items() if not isinstance(entry.get(k), t)]
+        unknown = sorted(set(entry) - fields)
+        if bad or unknown:
+            what = f"missing or mistyped {bad}" if bad else f"unknown keys {unknown}"
+            raise ConfigError(f"ife report: run {i} of {where}: {what}")
+        rows.append(RunRow(**entry))
+    if not rows:
+        raise ConfigError(f"ife report: {where} holds no runs")
+    return rows
+
+
+def is_record_ref(ref: str) -> bool:
+    """Whether an ``ife report`` reference names a record (a path) rather than a run id."""
+    return ref.endswith(".json") or os.sep in ref or "/" in ref or Path(ref).is_dir()
 
 
 def _sweep_children(client: Any, parent: Any) -> tuple[list[Any], list[str]]:
@@ -141,14 +223,29 @@ def collect_runs(
 ) -> tuple[list[RunRow], list[str], list[str]]:
     """Rows of every run the references stand for, the sweep parents among them, and notes.
 
+    A reference is a run id (a sweep's parent stands for its trials) or a run record
+    (:func:`is_record_ref`); ``client`` may be None when every reference is a record. A run
+    named twice is read once (the first time).
+
     Raises:
-        ConfigError: an unknown run id, an unfinished run named directly, or nothing to report.
+        ConfigError: an unknown run id, an unfinished run named directly, a bad record, or
+            nothing to report.
     """
     rows: list[RunRow] = []
     sweeps: list[str] = []
     notes: list[str] = []
     seen: set[str] = set()
+
+    def add(row: RunRow) -> None:
+        if row.run_id not in seen:
+            seen.add(row.run_id)
+            rows.append(row)
+
     for ref in refs:
+        if is_record_ref(ref):
+            for row in load_rows(ref):
+                add(row)
+            continue
         try:
             run = client.get_run(ref)
         except Exception as err:
@@ -163,8 +260,7 @@ def collect_runs(
             children = [run]
         for child in children:
             if child.info.run_id not in seen:
-                seen.add(child.info.run_id)
-                rows.append(_row(client, child, output_dir))
+                add(_row(client, child, output_dir))
     if not rows:
         raise ConfigError(f"ife report: no finished runs in {', '.join(refs)}")
     return rows, sweeps, notes
@@ -213,8 +309,9 @@ def protocol_notes(rows: Sequence[RunRow]) -> list[str]:
     unknown = [r for r in train if r.cap_frames is None]
     if unknown:
         notes.append(
-            f"{len(unknown)} runs did not record their evaluation cap or truncations (evaluated "
-            "before the evaluation protocol was fixed): re-evaluate them with ife evaluate"
+            f"{len(unknown)} runs carry no record of their evaluation cap or truncations "
+            "(evaluated before the evaluation protocol was fixed, or exported without them): "
+            "re-evaluate them with ife evaluate"
         )
     return notes
 
@@ -551,6 +648,7 @@ def write_tables(result: ReportResult) -> list[Path]:
     path = folder / "report.md"
     path.write_text(result.markdown)
     paths.append(path)
+    paths.append(save_rows(result.rows, folder / RUNS_FILE))
     return paths
 
 
@@ -565,6 +663,9 @@ def report(
 ) -> ReportResult:
     """``ife report``: collect the runs, build the report, log it to every sweep parent.
 
+    ``refs`` are run ids (a sweep's parent stands for its trials) and run records (a report's
+    ``runs.json`` or its folder, :func:`save_rows`); the store is opened only for run ids.
+
     Raises:
         ConfigError, TrackingUnreachableError: bad references or store, before any work.
     """
@@ -572,8 +673,9 @@ def report(
 
     from ife_platform.tracking import open_tracking_store, retry_if_locked
 
-    uri = open_tracking_store(tracking_uri, create_dirs=False)
-    client = mlflow.MlflowClient(uri)
+    client = None
+    if not all(is_record_ref(ref) for ref in refs):  # records alone need no store
+        client = mlflow.MlflowClient(open_tracking_store(tracking_uri, create_dirs=False))
     rows, sweeps, notes = collect_runs(client, refs, output_dir)
     if out is not None:
         folder = Path(out).resolve()

@@ -7,8 +7,11 @@ Two steps, so results gathered on different machines and sessions add up:
     python scripts/der_parity.py report --data docs/results/data --png docs/results/der_cnn.png
 
 ``export`` writes one small CSV per run (``episode/return`` against agent steps, plus the
-importance-weight and priority logs) and one row per run to ``runs.csv`` (game, seed,
-extractor, weight normalisation, final evaluation). ``report`` reads only those files: it
+importance-weight and priority logs), one row per run to ``runs.csv`` (game, seed,
+extractor, weight normalisation, final evaluation) and the run's record as ``ife report``
+reads it (``<name>.run.json``: ``ife report docs/results/data/der_*_blank.run.json``).
+``record-from-csv NAME`` writes that record from ``runs.csv`` for runs exported before
+records existed, whose store is gone. ``report`` reads only those files: it
 draws the learning curves beside DER's published 100k score and prints the markdown table
 that docs/results.md holds. ``noisy-eval RUN_NAME`` evaluates a run's final agent twice, with
 the noisy layers off (the protocol) and sampling (a diagnostic for a greedy policy stuck in
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ife_platform.report import RunRow, collect_runs, save_rows
 from ife_platform.scores import der_100k_score, human_normalized_score, reference_scores
 
 RUN_FIELDS = [
@@ -91,10 +95,56 @@ def export(tracking_uri: str, names: list[str], out: Path) -> None:
             "eval_episodes": str(int(metrics.get("eval/episodes", 0))),
             "wall_minutes": f"{(end - run.info.start_time) / 60000:.1f}",
         }
+        # the run as `ife report` reads it, so reports can add it up without the store
+        save_rows(collect_runs(client, [rid], "")[0], out / f"{name}.run.json")
     with index.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=RUN_FIELDS)
         w.writeheader()
         w.writerows(rows[k] for k in sorted(rows))
+
+
+def record_from_csv(data: Path, names: list[str]) -> list[Path]:
+    """``<name>.run.json`` for exported runs whose MLflow store is gone, from ``runs.csv``.
+
+    Exports written before the records existed kept the final score but not the evaluation's
+    cap or truncation count, so those stay unknown (``ife report`` says so). Every run of
+    ``runs.csv`` trained the DER profile (``agent=rainbow_der env=atari100k``).
+    """
+    from ife_platform.scores import has_reference
+
+    by_name = {r["run_name"]: r for r in _read_runs(data)}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise SystemExit(f"not in {data / 'runs.csv'}: {', '.join(missing)}")
+    paths = []
+    for name in names:
+        r = by_name[name]
+        params = {
+            "agent.name": "rainbow_der",
+            "env.protocol": "atari100k",
+            "env.game": r["game"],
+            "seed": r["seed"],
+            "model.extractor": r["extractor"],
+            "train.total_steps": r["total_steps"],
+            "replay.weight_norm": r["weight_norm"],
+            "replay.alpha": r["alpha"],
+            "replay.blank_before_life_start": r["blank"] or "False",
+        }
+        score = float(r["eval_return_mean"])
+        row = RunRow(
+            run_id=r["run_id"],
+            kind="train",
+            game=r["game"],
+            seed=int(r["seed"]),
+            params=params,
+            score=score,
+            episodes=int(r["eval_episodes"]),
+            hns=human_normalized_score(r["game"], score) if has_reference(r["game"]) else None,
+            protocol="atari100k",
+            total_steps=int(r["total_steps"]),
+        )
+        paths.append(save_rows([row], data / f"{name}.run.json"))
+    return paths
 
 
 def _read_runs(data: Path) -> list[dict[str, str]]:
@@ -262,7 +312,7 @@ def noisy_evaluation(tracking_uri: str, name: str, episodes: int) -> str:
 
 
 def main() -> None:
-    """Command-line entry: ``export``, ``report`` or ``noisy-eval``."""
+    """Command-line entry: ``export``, ``report``, ``record-from-csv`` or ``noisy-eval``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("export", help="copy runs' curves and final scores out of MLflow")
@@ -274,6 +324,11 @@ def main() -> None:
     rep.add_argument("--png", type=Path, default=None)
     rep.add_argument("--weights-png", type=Path, default=None)
     rep.add_argument("--window", type=int, default=20)
+    rec = sub.add_parser(
+        "record-from-csv", help="run records (NAME.run.json) of exported runs whose store is gone"
+    )
+    rec.add_argument("--data", type=Path, default=Path("docs/results/data"))
+    rec.add_argument("names", nargs="+", help="run names in runs.csv")
     ev = sub.add_parser("noisy-eval", help="evaluate a run's agent with noise off and on")
     ev.add_argument("--tracking-uri", required=True)
     ev.add_argument("--episodes", type=int, default=30)
@@ -281,6 +336,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "export":
         export(args.tracking_uri, args.names, args.out)
+    elif args.command == "record-from-csv":
+        for path in record_from_csv(args.data, args.names):
+            print(path)
     elif args.command == "noisy-eval":
         print(noisy_evaluation(args.tracking_uri, args.name, args.episodes))
     else:

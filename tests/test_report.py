@@ -192,8 +192,9 @@ def test_protocol_notes_say_how_scores_were_measured() -> None:
     ]
     notes = protocol_notes([row(None, None)])
     assert notes == [
-        "1 runs did not record their evaluation cap or truncations (evaluated before the "
-        "evaluation protocol was fixed): re-evaluate them with ife evaluate"
+        "1 runs carry no record of their evaluation cap or truncations (evaluated before the "
+        "evaluation protocol was fixed, or exported without them): re-evaluate them with "
+        "ife evaluate"
     ]
 
 
@@ -208,3 +209,123 @@ def test_score_prefix_prefers_an_evaluation_under_the_current_protocol() -> None
     assert score_prefix(later) == "evaluate/"
     assert score_prefix({**new, **later}) == "eval/"  # its own final evaluation is current
     assert score_prefix({}) is None
+
+
+def test_a_reports_run_record_stands_in_for_its_store(tmp_path: Path) -> None:
+    """The store stays on the machine that trained; a report's runs.json travels instead."""
+    from ife_platform.report import load_rows, save_rows
+
+    uri, parent = _store(tmp_path)
+    first = report([parent], tracking_uri=uri, output_dir=str(tmp_path / "out"), reps=200)
+    record = first.folder / "runs.json"
+    assert record in first.files
+    (tmp_path / "mlflow.db").rename(tmp_path / "gone.db")  # the store no longer exists
+    # no store is opened for records: an unreachable server would fail before any work
+    again = report(
+        [str(first.folder)],
+        tracking_uri="http://127.0.0.1:9",
+        output_dir=str(tmp_path / "out2"),
+        reps=200,
+    )
+    assert again.games == first.games
+    for method, table in first.aggregates.items():
+        for metric, ci in table.items():
+            assert again.aggregates[method][metric] == pytest.approx(ci)
+    assert again.notes == [n for n in first.notes if "trial 99" not in n]  # (a store note)
+    row = next(r for r in again.rows if (r.game, r.seed, r.method) == ("alien", 1, "ife"))
+    assert (row.truncated, row.cap_frames, row.evaluation) == (2, 108_000, "eval")
+    assert row.params["env.protocol"] == "atari100k" and row.explain["explain/lift"] == 3.0
+
+    # records and run ids mix; a run named twice (here: in two records) is counted once
+    (tmp_path / "gone.db").rename(tmp_path / "mlflow.db")
+    extra = mlflow.MlflowClient(uri)
+    exp = extra.get_run(parent).info.experiment_id
+    new = extra.create_run(exp).info.run_id
+    params = {"env.game": "alien", "seed": 3, "model.extractor": "ife"}
+    params.update({"agent.name": "rainbow_der", "env.protocol": "atari100k"})
+    for k, v in {**params, "train.total_steps": 100_000}.items():
+        extra.log_param(new, k, v)
+    for k, v in {
+        "eval/return_mean": 1100.0,
+        "eval/cap_frames": 108_000,
+        "eval/truncated": 0,
+    }.items():
+        extra.log_metric(new, k, v)
+    extra.set_terminated(new)
+    mixed = report(
+        [str(record), str(record), new], tracking_uri=uri, output_dir=str(tmp_path), reps=50
+    )
+    assert len(mixed.rows) == len(SCORES) + 1
+    alien_ife = next(g for g in mixed.games if (g["game"], g["method"]) == ("alien", "ife"))
+    assert alien_ife["score_mean"] == pytest.approx((700 + 900 + 800 + 1100) / 4)
+
+    # save_rows(merge=True) replaces rows by run id and keeps the rest
+    path = tmp_path / "merged.json"
+    rows = load_rows(record)
+    save_rows(rows[:3], path)
+    changed = load_rows(record)[2]
+    changed.score = 1.0
+    save_rows([changed, *rows[3:5]], path, merge=True)
+    back = {r.run_id: r for r in load_rows(path)}
+    assert len(back) == 5 and back[changed.run_id].score == 1.0
+
+
+def test_bad_run_records_are_refused(tmp_path: Path) -> None:
+    import json
+
+    def write(name: str, text: str) -> str:
+        (tmp_path / name).write_text(text)
+        return str(tmp_path / name)
+
+    good = {"run_id": "a", "kind": "train", "game": "pong", "seed": 0, "params": {}}
+    cases = {
+        str(tmp_path / "missing.json"): "no run record at",
+        str(tmp_path): "no run record at",  # a folder without runs.json
+        write("corrupt.json", '{"format": "ife-report-runs/1", "runs": [{'): "not a readable",
+        write("other.json", json.dumps({"runs": [good]})): "not a run record of format",
+        write("empty.json", json.dumps({"format": "ife-report-runs/1", "runs": []})): "no runs",
+        write(
+            "typed.json",
+            json.dumps({"format": "ife-report-runs/1", "runs": [{**good, "seed": "0"}]}),
+        ): "missing or mistyped ['seed']",
+        write(
+            "unknown.json",
+            json.dumps({"format": "ife-report-runs/1", "runs": [{**good, "sore": 1.0}]}),
+        ): "unknown keys ['sore']",
+    }
+    for ref, message in cases.items():
+        with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            report([ref], tracking_uri=None, output_dir=str(tmp_path), reps=10)
+    proc = run_ife(tmp_path, ["report", str(tmp_path / "missing.json")], expect=2)
+    assert "no run record at" in proc.stderr
+
+
+def test_records_rebuilt_from_an_exported_runs_csv(tmp_path: Path) -> None:
+    """scripts/der_parity.py record-from-csv: runs whose store is gone enter ife report."""
+    import subprocess
+    import sys
+
+    from ife_platform.report import load_rows
+
+    fields = "run_name,run_id,game,seed,extractor,weight_norm,alpha,blank,total_steps,"
+    fields += "eval_return_mean,eval_return_std,eval_episodes,wall_minutes"
+    lines = [
+        "der_alien_s1,r1,alien,1,der_cnn,batch,0.5,True,100000,800.0,10.0,30,50.0",
+        "der_alien_s2,r2,alien,2,der_cnn,batch,0.5,True,100000,600.0,10.0,30,50.0",
+    ]
+    (tmp_path / "runs.csv").write_text("\n".join([fields, *lines]) + "\n")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "der_parity.py"
+    cmd = [sys.executable, str(script), "record-from-csv", "--data", str(tmp_path)]
+    subprocess.run([*cmd, "der_alien_s1", "der_alien_s2"], check=True, capture_output=True)
+    (row,) = load_rows(tmp_path / "der_alien_s1.run.json")
+    assert (row.run_id, row.game, row.seed, row.score, row.episodes) == ("r1", "alien", 1, 800, 30)
+    assert row.params["replay.blank_before_life_start"] == "True"
+    assert (row.cap_frames, row.truncated) == (None, None)  # not in the export: unknown
+    refs = [str(tmp_path / f"der_alien_s{s}.run.json") for s in (1, 2)]
+    result = report(refs, tracking_uri=None, output_dir=str(tmp_path), reps=20)
+    (game,) = result.games
+    assert game["score_mean"] == pytest.approx(700.0) and game["der_100k"] == pytest.approx(739.9)
+    assert game["hns_mean"] == pytest.approx(hns("alien", 700.0))
+    assert any("2 runs carry no record of their evaluation cap" in n for n in result.notes)
+    proc = subprocess.run([*cmd, "der_alien_s9"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "not in" in proc.stderr and "der_alien_s9" in proc.stderr
