@@ -58,9 +58,10 @@ def test_actor_acts_under_the_learners_autocast() -> None:
         assert not torch.is_autocast_enabled("cpu")
 
 
-def test_ife_runs_channels_last_and_computes_what_nchw_computes() -> None:
+@pytest.mark.parametrize("name", ["ife", "cnn_attention"])
+def test_attention_extractors_run_channels_last_and_compute_what_nchw_computes(name: str) -> None:
     torch.manual_seed(0)
-    ife = build_extractor("ife", in_channels=4).eval()  # eval: no power iteration per forward
+    ife = build_extractor(name, in_channels=4).eval()  # eval: no power iteration per forward
     assert ife.channels_last
     # parameters keep the standard layout (external init code views them), activations do not
     assert all(p.is_contiguous() for p in ife.parameters())
@@ -77,7 +78,10 @@ def test_ife_runs_channels_last_and_computes_what_nchw_computes() -> None:
     assert layouts == [True, False]  # the AFE's max-pool saw NHWC, then NCHW
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     # what SB3 does to a fresh extractor's weights (orthogonal init views them)
-    torch.nn.init.orthogonal_(build_extractor("ife", in_channels=4).hue[0].weight)
+    fresh = build_extractor(name, in_channels=4)
+    torch.nn.init.orthogonal_(
+        next(m for m in fresh.modules() if isinstance(m, torch.nn.Conv2d)).weight
+    )
 
 
 def test_compare_runs_by_hand() -> None:
