@@ -783,6 +783,9 @@ def run_sweep(
     else:
         workers, threads = local_slots(machine_cores(), s.workers, s.cpus_per_trial)
         backend = LocalBackend(workers, float(s.gpus_per_trial))
+    # Ray reserves CPUs per trial, so its trials keep exactly those; local trials share the
+    # machine with whatever else trains on it unless sweep.cpus_per_trial fixes their threads.
+    pinned = s.backend == "ray" or s.cpus_per_trial > 0
     try:
         if cfg.resume:
             parent = cfg.resume
@@ -812,7 +815,8 @@ def run_sweep(
     todo = [st for st in states if st.status == "pending"]
     print_fn(
         f"sweep {plan.name}: {len(states)} trials ({len(states) - len(todo)} finished before), "
-        f"backend {s.backend}, {workers or 'unbounded'} at once, {threads} threads each; "
+        f"backend {s.backend}, {workers or 'unbounded'} at once, "
+        f"{f'{threads} threads each' if pinned else 'each its share of the cores'}; "
         f"parent run {parent} in {uri}"
     )
 
@@ -826,14 +830,17 @@ def run_sweep(
             f"tracking.run_name={plan.name}/{st.trial.name}",
         ]
         if st.trial.family == "rainbow":
-            extra.append(f"trainer.threads={threads}")
+            # (0: the trial takes its share through the machine's registry of training
+            # processes, ife_platform/threads.py, so it also gives way to runs outside the
+            # sweep and takes the cores back when fewer trials are left)
+            extra.append(f"trainer.threads={threads if pinned else 0}")
         if st.action == "resume" and st.run_id:
             extra.append(f"resume={st.run_id}")
         return [*plan.base, *st.trial.words, *extra]
 
     def launch(st: TrialState) -> None:
         log_path = str(out / "trials" / f"{st.trial.index:04d}.log")
-        env = {"OMP_NUM_THREADS": str(threads)}
+        env = {"OMP_NUM_THREADS": str(threads)} if pinned else {}
         if st.action == "explain":
             st.status = "explaining"
             out_dir = Path(cfg.tracking.output_dir).resolve()

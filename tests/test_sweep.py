@@ -267,7 +267,8 @@ def test_local_sweep_records_a_failed_trial_goes_on_and_resumes(workdir: Path) -
     assert {r.data.tags["mlflow.parentRunId"] for r in kids} == {parent}
     assert by_trial["0"].info.status == "FINISHED"
     assert by_trial["0"].data.params["optim.lr"] == "0.0001"
-    assert by_trial["0"].data.params["trainer.threads"] == "2"
+    # local trials take their share of the cores through the machine's registry (0)
+    assert by_trial["0"].data.params["trainer.threads"] == "0"
     assert "eval/return_mean" in by_trial["0"].data.metrics
     assert by_trial["2"].info.status == "FAILED"
     assert by_trial["2"].data.tags["ife.sweep.exit_code"] == "1"
