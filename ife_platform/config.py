@@ -267,7 +267,7 @@ class SweepConfig:
     command: str = "train"  # what each trial runs: train | continual
     backend: str = "local"  # local (a process pool on this machine) | ray (a Ray cluster)
     workers: int = 0  # trials at once (0: local, the machine's cores // 2; ray, unbounded)
-    cpus_per_trial: int = 0  # threads (local) or Ray CPUs per trial (0: cores // workers)
+    cpus_per_trial: int = 0  # fixed threads (local) / Ray CPUs per trial (0: a share; Ray: 2)
     gpus_per_trial: float = 0.0  # GPUs per trial (ray: a Ray resource; local: a device slot)
     address: str | None = None  # ray: null starts a local instance; auto | HOST:PORT | ray://..
     explain: bool = False  # run ife explain on each finished trial's final checkpoint
