@@ -143,7 +143,10 @@ def test_kill9_during_checkpointing_leaves_valid_files_and_resume_logs_each_step
     restored = int(load_checkpoint(newest)["ife"]["counters"]["env_steps"])
     client = _client(workdir)
     logged = [m.step for m in client.get_metric_history(run.info.run_id, "train/env_steps")]
-    assert max(logged) >= restored  # the dead process logged past its last checkpoint
+    # The dead process logged up to its last checkpoint, within one logging interval (5
+    # updates): the kill may land between the checkpoint at step s and the next log. Mostly it
+    # lands after that log, and the resume below must then not log those steps again.
+    assert max(logged) >= restored - 5
 
     # Resume: the dead run is reaped (KILLED), reopened, and finishes.
     run_ife(workdir, ["train", *args, f"resume={run.info.run_id}"], timeout=600)
