@@ -136,6 +136,8 @@ class SpatialSoftAttention(nn.Module):
         b, _, rows, cols = z.shape
         cells = z.flatten(2).transpose(1, 2)  # [B, L, C], L = rows * cols
         logits = self.score(cells).squeeze(-1)  # [B, L]  e_i
-        mask = torch.softmax(logits, dim=-1)  # [B, L]  alpha_i, sums to 1
-        masked = z * mask.view(b, 1, rows, cols)  # [B, C, rows, cols]  z_i * alpha_i
+        # The softmax runs in fp32 under any autocast (CUDA autocast does so already, CPU
+        # autocast would keep bf16); the product with z stays in z's dtype. No-ops in fp32.
+        mask = torch.softmax(logits.float(), dim=-1)  # [B, L]  alpha_i, sums to 1
+        masked = z * mask.to(z.dtype).view(b, 1, rows, cols)  # [B, C, rows, cols]  z_i * alpha_i
         return masked, logits.view(b, rows, cols), mask.view(b, rows, cols)

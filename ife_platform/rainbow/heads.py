@@ -177,15 +177,20 @@ class QHead(nn.Module):
             self.q = nn.Sequential(linear(features_dim, hidden), nn.ReLU(), linear(hidden, out_adv))
 
     def forward(self, features: Tensor) -> Tensor:
-        """Map features [B, F] to Q [B, A] (num_atoms == 1) or log-probs [B, A, K]."""
+        """Map features [B, F] to Q [B, A] (num_atoms == 1) or log-probs [B, A, K], in fp32."""
         b = features.shape[0]
         a, k = self.n_actions, self.num_atoms
+        # The streams' last linear layers may run in bf16 under autocast; the dueling sum and
+        # log_softmax run in fp32 whatever the precision. CUDA autocast already runs log_softmax
+        # in fp32, CPU autocast does not (a bf16 log-probability near -10 is rounded to 1/16),
+        # and C51's small atoms are where a distribution collapsing onto one atom is decided.
+        # In fp32 the ``.float()`` calls are no-ops.
         if self.dueling:
-            value = self.value(features).view(b, 1, k)  # [B, 1, K]
-            adv = self.advantage(features).view(b, a, k)  # [B, A, K]
+            value = self.value(features).float().view(b, 1, k)  # [B, 1, K]
+            adv = self.advantage(features).float().view(b, a, k)  # [B, A, K]
             out = value + adv - adv.mean(dim=1, keepdim=True)  # Wang et al. 2016, Eq. 9
         else:
-            out = self.q(features).view(b, a, k)  # [B, A, K]
+            out = self.q(features).float().view(b, a, k)  # [B, A, K]
         if k == 1:
             return out.squeeze(-1)  # [B, A]
         return F.log_softmax(out, dim=-1)  # [B, A, K], log p_i(s, a)
