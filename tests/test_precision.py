@@ -58,6 +58,30 @@ def test_actor_acts_under_the_learners_autocast() -> None:
         assert not torch.is_autocast_enabled("cpu")
 
 
+def test_log_probabilities_and_the_mask_stay_fp32_under_cpu_autocast() -> None:
+    """CPU autocast keeps softmax / log_softmax in bf16 (CUDA autocast runs them in fp32).
+
+    A bf16 log-probability has 8 significant bits: exp of the C51 head's log-probabilities
+    then sums to 1 only within about 1e-2, and the HUE mask likewise. The head and the mask
+    compute them in fp32 whatever the autocast, so both sum to 1 within fp32 rounding.
+    """
+    torch.manual_seed(0)
+    net = build_q_network("ife", 9, num_atoms=51, noisy=True)
+    pixels = torch.randint(0, 255, (4, 4, 84, 84), dtype=torch.uint8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        # the trap: a bf16 input (a linear layer's output under autocast) stays bf16
+        assert torch.log_softmax(torch.randn(2, 51).bfloat16(), -1).dtype is torch.bfloat16
+        log_p = net(pixels)
+    mask = net.extractor.attention_mask
+    assert log_p.dtype is torch.float32 and log_p.shape == (4, 9, 51)
+    torch.testing.assert_close(log_p.exp().sum(-1), torch.ones(4, 9), rtol=0, atol=1e-5)
+    assert mask is not None and mask.dtype is torch.float32
+    torch.testing.assert_close(mask.sum((1, 2)), torch.ones(4), rtol=0, atol=1e-5)
+    # the fp32 path is unchanged: the same network without autocast agrees to bf16 rounding
+    ref = net(pixels)
+    assert (ref.exp() - log_p.exp()).abs().max() < 0.02
+
+
 @pytest.mark.parametrize("name", ["ife", "cnn_attention"])
 def test_attention_extractors_run_channels_last_and_compute_what_nchw_computes(name: str) -> None:
     torch.manual_seed(0)
