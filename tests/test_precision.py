@@ -10,6 +10,8 @@ import torch
 from conftest import TINY, run_ife, tracking_args
 from mlflow.tracking import MlflowClient
 
+from ife_platform.a3c.losses import actor_critic_loss
+from ife_platform.a3c.s3ta import spatial_attention
 from ife_platform.bench.learner import learner_config
 from ife_platform.bench.precision import collect_snapshot, compare_runs, run_updates
 from ife_platform.extractors import build_extractor
@@ -80,6 +82,27 @@ def test_log_probabilities_and_the_mask_stay_fp32_under_cpu_autocast() -> None:
     # the fp32 path is unchanged: the same network without autocast agrees to bf16 rounding
     ref = net(pixels)
     assert (ref.exp() - log_p.exp()).abs().max() < 0.02
+
+
+def test_a3c_and_s3ta_normalise_in_fp32_given_bf16_inputs() -> None:
+    """The same rule for the actor-critic agents: policy log-probs and S3TA's spatial softmax."""
+    torch.manual_seed(0)
+    logits = (torch.randn(5, 2, 6) * 4).bfloat16()
+    zeros = torch.zeros(5, 2)
+    out = actor_critic_loss(logits, zeros, torch.zeros(5, 2, dtype=torch.long), zeros, zeros)
+    # entropy of a softmax of the bf16 logits, computed in fp32 by hand
+    p = torch.softmax(logits.float(), -1)
+    by_hand = -(p * p.log()).sum(-1).mean()
+    assert out["entropy"].dtype is torch.float32
+    torch.testing.assert_close(out["entropy"], by_hand, rtol=1e-6, atol=1e-6)
+    q, k, v = (
+        torch.randn(2, 3, 8).bfloat16(),
+        torch.randn(2, 8, 49).bfloat16(),
+        torch.randn(2, 4, 49).bfloat16(),
+    )
+    _, weights, _ = spatial_attention(q, k, v)
+    assert weights.dtype is torch.float32
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["ife", "cnn_attention"])

@@ -132,7 +132,7 @@ def actor_critic_loss(
         )
     if sampled is not None and sampled.shape != values.shape:
         raise ValueError(f"sampled {tuple(sampled.shape)} must be [T, B] {tuple(values.shape)}")
-    log_probs = F.log_softmax(logits, dim=-1)  # [T, B, A]
+    log_probs = F.log_softmax(logits.float(), dim=-1)  # [T, B, A], fp32 under any autocast
     logp_a = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # [T, B]
     step_entropy = -(log_probs.exp() * log_probs).sum(-1)  # [T, B]  H(pi(.|s_t))
     step_policy = logp_a * advantages.detach()  # [T, B]

@@ -215,8 +215,9 @@ def spatial_attention(queries: Tensor, keys: Tensor, values: Tensor) -> tuple[Te
         ``weights`` is a softmax over the ``L`` cells (sums to 1).
     """
     logits = torch.einsum("bnk,bkl->bnl", queries, keys)  # (S5) <q^n, K_ij>
-    weights = torch.softmax(logits, dim=-1)  # (S6) one spatial softmax per query
-    answers = torch.einsum("bnl,bvl->bnv", weights, values)  # (S7) sum_ij A^n_ij V_ij
+    # (S6) one spatial softmax per query, in fp32 under any autocast (CPU autocast keeps bf16)
+    weights = torch.softmax(logits.float(), dim=-1)
+    answers = torch.einsum("bnl,bvl->bnv", weights.to(values.dtype), values)  # (S7) sum A V
     return answers, weights, logits
 
 
