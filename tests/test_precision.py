@@ -79,7 +79,7 @@ def test_log_probabilities_and_the_mask_stay_fp32_under_cpu_autocast() -> None:
     torch.testing.assert_close(log_p.exp().sum(-1), torch.ones(4, 9), rtol=0, atol=1e-5)
     assert mask is not None and mask.dtype is torch.float32
     torch.testing.assert_close(mask.sum((1, 2)), torch.ones(4), rtol=0, atol=1e-5)
-    # the fp32 path is unchanged: the same network without autocast agrees to bf16 rounding
+    # and the bf16 forward agrees with the fp32 forward of the same network to bf16 rounding
     ref = net(pixels)
     assert (ref.exp() - log_p.exp()).abs().max() < 0.02
 
