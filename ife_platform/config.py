@@ -170,6 +170,9 @@ class TrainerConfig:
     # torch threads of a Rainbow training process; 0: its share of the usable cores (affinity,
     # cgroup quota) divided by the training processes running on this machine, re-checked
     threads: int = 0
+    # torch.compile Rainbow's forwards without gradients (acting, double-Q targets); the
+    # forward with gradients and the backward stay eager (ife_platform/compiled.py)
+    compile: bool = False
     log_every_updates: int = 50  # updates between train/* metric logs
     progress_bar: bool = True  # agent steps, rate, ETA, latest return (plain lines off a TTY)
 

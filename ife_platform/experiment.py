@@ -130,6 +130,31 @@ def resolve_resume(cfg: DictConfig, uri: str) -> tuple[str | None, str | None]:
     return str(ckpt_path), ckpt["ife"].get("run_id")
 
 
+def resolve_accelerator(accelerator: str) -> str:
+    """``trainer.accelerator`` with ``auto`` resolved: ``gpu`` with CUDA, else ``cpu``."""
+    import torch
+
+    if accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return accelerator
+
+
+def check_compile(cfg: DictConfig) -> None:
+    """Refuse ``trainer.compile=true`` where ``torch.compile`` cannot run, before any work.
+
+    Raises:
+        ConfigError: no C++ compiler (CPU) or no Triton (GPU); see
+            :func:`ife_platform.compiled.compile_unavailable`.
+    """
+    from ife_platform.compiled import compile_unavailable
+
+    if not cfg.trainer.get("compile", False):
+        return
+    reason = compile_unavailable(resolve_accelerator(cfg.trainer.accelerator))
+    if reason is not None:
+        raise ConfigError(f"trainer.compile=true: {reason}")
+
+
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """The Lightning Trainer's device arguments, with ``auto`` resolved for this machine.
 
@@ -137,14 +162,10 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     CPU runs ``bf16-mixed`` only with bfloat16 units and never ``16-mixed`` (fp32 instead).
     DDP on CPU uses gloo.
     """
-    import torch
-
     from ife_platform.precision import resolve_precision
 
     t = cfg.trainer
-    accelerator = t.accelerator
-    if accelerator == "auto":
-        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    accelerator = resolve_accelerator(t.accelerator)
     precision = resolve_precision(str(t.precision), accelerator)
     strategy = t.strategy
     if strategy == "ddp" and accelerator == "cpu":
@@ -335,6 +356,7 @@ def train(
         else resolve_tracking_uri(cfg.tracking.uri)
     )
     ckpt_path, resumed_run = resolve_resume(cfg, uri)
+    check_compile(cfg)
     Task = agent_spec(cfg.agent.name).task_class()
 
     import mlflow

@@ -59,6 +59,7 @@ FAMILY_KEYS: dict[str, tuple[str, ...]] = {
         "model.v_max",
         "replay",
         "trainer.threads",
+        "trainer.compile",
     ),
     "actor_critic": (
         "agent.actors",

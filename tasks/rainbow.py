@@ -39,6 +39,7 @@ from torchrl.collectors import Collector
 from torchrl.data import TensorDictPrioritizedReplayBuffer
 
 from ife_platform.collector import VectorStepCollector
+from ife_platform.compiled import no_grad_forward
 from ife_platform.envs import AtariVecEnv, train_max_episode_frames
 from ife_platform.extractors import extractor_kwargs
 from ife_platform.extractors.base import mask_entropy
@@ -213,7 +214,14 @@ class RainbowTask(AgentTask):
         self.target = self.build_network()
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
-        self.actor = Actor(self.online, epsilon=cfg.agent.epsilon_start, seed=cfg.seed)
+        # trainer.compile: the forwards without gradients (acting, double-Q targets) compiled
+        self.no_grad_forward = no_grad_forward(bool(cfg.trainer.compile))
+        self.actor = Actor(
+            self.online,
+            epsilon=cfg.agent.epsilon_start,
+            seed=cfg.seed,
+            forward=self.no_grad_forward,
+        )
         self.update_credit = 0.0  # updates owed to collected steps (replay ratio), checkpointed
         self.collect_time = 0.0
         self._stream: ReplayStream | None = None
@@ -367,8 +375,9 @@ class RainbowTask(AgentTask):
             # in place would invalidate the graph above); the target net draws its own noise.
             if self.k.noisy:
                 self.target.reset_noise()
-            online_next = self.online(next_obs) if self.k.double_q else None
-            target_next = self.target(next_obs)
+            forward = self.no_grad_forward
+            online_next = forward(self.online, next_obs) if self.k.double_q else None
+            target_next = forward(self.target, next_obs)
             if online_next is None:
                 online_next = target_next
         if self.online.distributional:

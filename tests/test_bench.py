@@ -190,10 +190,30 @@ def test_learner_section_runs_each_precision_side_by_side() -> None:
 def test_precision_section_reports_floor_and_candidate(tmp_path, capsys) -> None:
     path = tmp_path / "parity.json"
     args = ["--sections", "precision", "--extractors", "der_cnn", "--quick"]
-    assert bench.main([*args, "--parity-updates", "6", "--json", str(path)]) == 0
+    variants = ["--parity-variants", "bf16-mixed,32-true+compile"]
+    assert bench.main([*args, *variants, "--parity-updates", "6", "--json", str(path)]) == 0
     (pr,) = json.loads(path.read_text())["precision"]
     roles = [run["role"] for run in pr["runs"]]
     assert roles[0].startswith("fp32, the other") and roles[1].startswith("floor")
-    assert [run["precision"] for run in pr["runs"]] == ["32-true", "32-true", "bf16-mixed"]
+    assert roles[3] == "candidate: 32-true+compile"
+    assert [run["precision"] for run in pr["runs"]] == ["32-true"] * 2 + ["bf16-mixed", "32-true"]
+    assert [run.get("compile") for run in pr["runs"]] == [None, None, False, True]
+    # compiling changes the operator order, not the function: fp32 rounding, far below 1 %
+    assert pr["runs"][3]["max_loss_rel"] < 1e-3
     assert all(math.isfinite(run["max_loss_rel"]) for run in pr["runs"])
     assert "precision parity, der_cnn" in capsys.readouterr().out
+
+
+def test_learner_variants_name_their_overrides_and_refuse_unknown_flags(capsys) -> None:
+    from ife_platform.bench.common import variant_overrides
+
+    assert variant_overrides("bf16-mixed") == ["trainer.precision=bf16-mixed"]
+    assert variant_overrides("32-true+compile") == [
+        "trainer.precision=32-true",
+        "trainer.compile=true",
+    ]
+    with pytest.raises(ValueError, match="unknown learner variant flag.*'fast'.*compile"):
+        variant_overrides("bf16-mixed+fast")
+    # the precision section refuses it before collecting its snapshot
+    with pytest.raises(ValueError, match="unknown learner variant"):
+        bench.bench_precision("der_cnn", steps=10**9, variants=("32-true+fast",))

@@ -59,13 +59,19 @@ def main(argv: list[str]) -> int:
         "--precisions",
         default="32-true,bf16-mixed",
         help="learner section: trainer.precision values the platform runs with, side by side "
-        "(the bare loop stays fp32)",
+        "(the bare loop stays fp32); PRECISION+compile adds trainer.compile=true",
     )
     parser.add_argument(
         "--parity-updates",
         type=int,
         default=None,
         help="precision section: updates per run (default 1000, --quick 100)",
+    )
+    parser.add_argument(
+        "--parity-variants",
+        default="bf16-mixed",
+        help="precision section: comma list of candidates against the fp32 reference, "
+        "PRECISION[+compile] (e.g. bf16-mixed,32-true+compile)",
     )
     parser.add_argument(
         "--parity-game",
@@ -164,6 +170,7 @@ def main(argv: list[str]) -> int:
                     steps=1000 if opts.quick else 3000,
                     updates=n_up,
                     window=min(100, n_up),
+                    variants=tuple(v for v in opts.parity_variants.split(",") if v),
                 )
             )
             print(f"  precision {name} done ({time.perf_counter() - start:.0f} s)", flush=True)

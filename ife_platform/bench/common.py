@@ -68,6 +68,26 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+#: Learner variants: ``PRECISION[+compile]``, e.g. ``bf16-mixed+compile``.
+VARIANT_FLAGS = {"compile": "trainer.compile=true"}
+
+
+def variant_overrides(variant: str) -> list[str]:
+    """Config overrides of a learner variant ``PRECISION[+FLAG...]`` (flags: ``compile``).
+
+    Raises:
+        ValueError: an unknown flag.
+    """
+    precision, *flags = variant.split("+")
+    unknown = [f for f in flags if f not in VARIANT_FLAGS]
+    if unknown:
+        raise ValueError(
+            f"unknown learner variant flag(s) {unknown} in {variant!r}; known: "
+            f"{', '.join(VARIANT_FLAGS)} (e.g. bf16-mixed+compile)"
+        )
+    return [f"trainer.precision={precision}", *(VARIANT_FLAGS[f] for f in flags)]
+
+
 def median(values: Sequence[float]) -> float:
     """Median of the samples (NaN for none)."""
     return float(statistics.median(values)) if values else float("nan")

@@ -8,7 +8,13 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from ife_platform.bench.common import interleave, make_raw_vector_env, median, quiet_lightning
+from ife_platform.bench.common import (
+    interleave,
+    make_raw_vector_env,
+    median,
+    quiet_lightning,
+    variant_overrides,
+)
 from ife_platform.seeding import TORCH_SEED_BITS, fold_seed
 
 
@@ -307,9 +313,10 @@ def bench_learner(
     """Platform vs bare-loop updates/s for one extractor, interleaved, medians.
 
     The bare loop runs in fp32; the platform runs once per entry of ``precisions`` (Lightning
-    names, resolved for this CPU as ``ife train`` does). ``ratio`` is the fp32 platform
-    against the bare loop; every other precision gets ``speedup``, its rate over the fp32
-    platform's.
+    names, resolved for this CPU as ``ife train`` does; ``+compile`` adds
+    ``trainer.compile=true``, :func:`~ife_platform.bench.common.variant_overrides`).
+    ``ratio`` is the fp32 platform against the bare loop; every other precision gets
+    ``speedup``, its rate over the fp32 platform's.
     """
     from ife_platform.precision import resolve_precision
 
@@ -319,7 +326,7 @@ def bench_learner(
             game=game,
             learning_starts=learning_starts,
             updates=updates,
-            extra=[f"trainer.precision={p}"],
+            extra=variant_overrides(p),
         )
         for p in dict.fromkeys(("32-true", *precisions))
     }
@@ -351,7 +358,7 @@ def bench_learner(
             continue
         rate = median(results[f"{label}, {p}"])
         out["precisions"][p] = {
-            "resolved": resolve_precision(p, "cpu"),
+            "resolved": resolve_precision(p.split("+")[0], "cpu"),
             "platform_updates_per_s": rate,
             "speedup": rate / platform_rate,
         }

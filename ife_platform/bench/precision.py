@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ife_platform.bench.common import variant_overrides
 from ife_platform.bench.learner import BareStream, learner_config
 
 #: Windows of this many updates are compared (means over the window).
@@ -196,9 +197,14 @@ def bench_precision(
 ) -> dict[str, Any]:
     """fp32 reference, fp32 in the other memory layout, the fp32 floor and ``variants``.
 
+    A variant is ``PRECISION[+compile]`` (``32-true+compile``: fp32 with the no-gradient
+    forwards compiled).
+
     Every run starts from the same weights and trains on the same ``updates`` batches of one
     snapshot of ``steps`` random-policy agent steps; see the module docstring.
     """
+    for variant in variants:
+        variant_overrides(variant)  # an unknown flag fails here, before any work
     cfg = learner_config(extractor, game=game, learning_starts=0, updates=updates)
     snapshot = collect_snapshot(cfg, steps, seed=seed)
     gen = torch.Generator().manual_seed(seed)
@@ -246,13 +252,23 @@ def bench_precision(
             },
         ],
     }
-    for precision in variants:
-        run = run_updates(cfg, snapshot, indices, seed=seed, precision=precision)
+    for variant in variants:
+        precision, *flags = variant.split("+")
+        # the task reads trainer.compile; precision is the autocast around the loss
+        own = learner_config(
+            extractor,
+            game=game,
+            learning_starts=0,
+            updates=updates,
+            extra=variant_overrides(variant),
+        )
+        run = run_updates(own, snapshot, indices, seed=seed, precision=precision)
         result["runs"].append(
             {
                 "precision": precision,
+                "compile": "compile" in flags,
                 "channels_last": layout,
-                "role": f"candidate: {precision}",
+                "role": f"candidate: {variant}",
                 "ms_per_update": run["ms_per_update"],
                 **compare_runs(run, ref, window),
             }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ife_platform.compiled import Forward, no_grad_forward
 from ife_platform.extractors import FeatureExtractor, build_extractor
 from ife_platform.precision import autocast
 from ife_platform.rainbow.heads import QHead, expected_q
@@ -114,6 +115,8 @@ class Actor:
         seed: seed of the epsilon generator.
         autocast_dtype: run the forward under ``torch.autocast`` with this dtype (the
             learner's mixed precision), or None for the network's own precision.
+        forward: ``forward(network, pixels)``, for example a compiled one
+            (:func:`ife_platform.compiled.no_grad_forward`); default: ``network(pixels)``.
     """
 
     def __init__(
@@ -122,10 +125,12 @@ class Actor:
         epsilon: float = 0.0,
         seed: int = 0,
         autocast_dtype: torch.dtype | None = None,
+        forward: Forward | None = None,
     ) -> None:
         self.network = network
         self.epsilon = epsilon
         self.autocast_dtype = autocast_dtype
+        self.forward: Forward = forward or no_grad_forward(False)
         self.generator = torch.Generator().manual_seed(fold_seed(seed, TORCH_SEED_BITS))
 
     @torch.no_grad()
@@ -135,7 +140,8 @@ class Actor:
         if self.network.training:
             self.network.reset_noise()
         with autocast(device, self.autocast_dtype):
-            q = self.network.q_values(pixels.to(device, non_blocking=True))
+            out = self.forward(self.network, pixels.to(device, non_blocking=True))
+            q = expected_q(out, self.network.support if self.network.distributional else None)
         action = q.argmax(dim=-1).cpu()
         if self.epsilon > 0.0:
             n = action.shape[0]
