@@ -48,11 +48,12 @@ def test_actor_critic_trains_with_two_actor_processes(
     assert ckpt["ife"]["counters"]["env_steps"] == 480
     assert ckpt["ife"]["config"]["agent"]["name"] == agent
 
-    # resume by run id: the counters continue in the same run
-    run_ife(workdir, ["train", *args, "train.total_steps=960", f"resume={run_id}"])
-    ckpt = load_checkpoint(workdir / "out" / run_id / "checkpoints" / "last.ckpt")
-    assert ckpt["ife"]["counters"]["env_steps"] == 960
-    assert ckpt["ife"]["counters"]["updates"] > 480 // 40
+    if agent == "a3c_lstm":  # (one agent of the family: they share ActorCriticTask's resume)
+        # resume by run id: the counters continue in the same run
+        run_ife(workdir, ["train", *args, "train.total_steps=960", f"resume={run_id}"])
+        ckpt = load_checkpoint(workdir / "out" / run_id / "checkpoints" / "last.ckpt")
+        assert ckpt["ife"]["counters"]["env_steps"] == 960
+        assert ckpt["ife"]["counters"]["updates"] > 480 // 40
     # the mask of the trained network has the agent's grid and sums to 1
     cfg = compose([f"agent={agent}", f"env.game={game}", *extra])
     task = ActorCriticTask(cfg)
