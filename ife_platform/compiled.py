@@ -14,7 +14,8 @@ memory layout does; ``ife bench --sections precision`` measures that distance ov
 updates. Side effects are kept: the extractor's ``attention_mask`` and, in training mode, the
 spectral-norm power iteration on the convolution weights' ``u``/``v`` buffers.
 
-Compiling needs a C++ compiler on a CPU (TorchInductor generates C++) and Triton on a GPU;
+Compiling needs a C++ compiler and Python's headers on a CPU (TorchInductor generates C++) and
+Triton on a GPU;
 :func:`compile_unavailable` says which is missing before a run starts. Each
 graph compiles once per process (about 10-40 s on 2 cores; TorchInductor's on-disk cache
 makes a second run's compiles faster): :func:`no_grad_forward` says which graphs a run needs.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sysconfig
 import types
 from collections.abc import Callable
 
@@ -57,6 +59,13 @@ def compile_unavailable(accelerator: str) -> str | None:
         return (
             "TorchInductor generates C++ on a CPU and no C++ compiler was found "
             f"(looked for {', '.join(names)}); install g++ or set trainer.compile=false"
+        )
+    include = sysconfig.get_paths().get("include") or ""
+    if not os.path.isfile(os.path.join(include, "Python.h")):
+        return (
+            "TorchInductor builds its C++ against Python's headers and Python.h is not in "
+            f"{include or 'any include folder'}; install Python's development headers "
+            "(python3-dev) or set trainer.compile=false"
         )
     return None
 

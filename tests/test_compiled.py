@@ -125,6 +125,16 @@ def test_compile_without_a_compiler_is_refused_before_the_run(
     assert all(not client.search_runs([e.experiment_id]) for e in client.search_experiments())
 
 
+def test_compile_without_python_headers_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(compiled.sysconfig, "get_paths", lambda: {"include": str(tmp_path)})
+    reason = compiled.compile_unavailable("cpu")
+    assert reason is not None and "Python.h" in reason and str(tmp_path) in reason
+    (tmp_path / "Python.h").write_text("")
+    assert compiled.compile_unavailable("cpu") is None  # (this machine has a compiler)
+
+
 def test_cxx_names_the_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CXX", "my-cxx")
     seen: list[str] = []
