@@ -68,6 +68,7 @@ def test_compiled_target_and_acting_forwards_match_eager() -> None:
     assert fast.actor.forward is fast.no_grad_forward  # the actor and the targets share it
     assert eager.no_grad_forward is compiled.no_grad_forward(False)
     batch = _batch(1)  # the actor's shape too: two graphs in all (online, target)
+    start = _power_iteration_vectors(fast)
     terms = {}
     for name, task in (("eager", eager), ("compiled", fast)):
         torch.manual_seed(0)  # the same noise draws for both
@@ -81,6 +82,9 @@ def test_compiled_target_and_acting_forwards_match_eager() -> None:
     assert u_eager and u_eager.keys() == u_fast.keys()
     for k in u_eager:
         torch.testing.assert_close(u_fast[k], u_eager[k], rtol=1e-4, atol=1e-5, msg=k)
+    # the target net ran only through the compiled function, and its vectors moved
+    moved = [k for k in u_fast if k.startswith("target.") and not torch.equal(u_fast[k], start[k])]
+    assert moved, "the compiled target forward did not run the power iteration"
     # gradients flow through the eager forward only, and reach the network
     terms["compiled"]["loss"].backward()
     assert all(p.grad is not None for p in fast.online.parameters() if p.requires_grad)
@@ -88,16 +92,17 @@ def test_compiled_target_and_acting_forwards_match_eager() -> None:
 
     # acting: the same Q values (fresh noise from the same seed), so the same greedy actions
     pixels = batch["obs"][:1]
-    q = {}
+    q, masks = {}, {}
     for name, task in (("eager", eager), ("compiled", fast)):
         torch.manual_seed(3)
         task.online.reset_noise()
         with torch.no_grad():
             out = task.actor.forward(task.online, pixels)
         q[name] = (out.exp() * task.online.support).sum(-1)
-        mask = task.online.attention_mask
-        assert mask is not None and mask.shape == (1, 14, 14)
+        masks[name] = task.online.attention_mask
+        assert masks[name] is not None and masks[name].shape == (1, 14, 14)
     torch.testing.assert_close(q["compiled"], q["eager"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(masks["compiled"], masks["eager"], rtol=1e-4, atol=1e-6)
 
 
 def test_compile_is_a_rainbow_key() -> None:
