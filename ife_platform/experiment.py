@@ -148,7 +148,7 @@ def check_compile(cfg: DictConfig) -> None:
     """
     from ife_platform.compiled import compile_unavailable
 
-    if not cfg.trainer.get("compile", False):
+    if not cfg.trainer.compile:
         return
     reason = compile_unavailable(resolve_accelerator(cfg.trainer.accelerator))
     if reason is not None:

@@ -204,7 +204,7 @@ def test_precision_section_reports_floor_and_candidate(tmp_path, capsys) -> None
     assert "precision parity, der_cnn" in capsys.readouterr().out
 
 
-def test_learner_variants_name_their_overrides_and_refuse_unknown_flags(capsys) -> None:
+def test_learner_variants_name_their_overrides_and_refuse_unknown_flags() -> None:
     from ife_platform.bench.common import variant_overrides
 
     assert variant_overrides("bf16-mixed") == ["trainer.precision=bf16-mixed"]

@@ -68,7 +68,10 @@ class QNetwork(nn.Module):
 
     def q_values(self, obs: Tensor) -> Tensor:
         """Expected Q values ``[B, A]`` whatever the head."""
-        out = self(obs)
+        return self.expected_q(self(obs))
+
+    def expected_q(self, out: Tensor) -> Tensor:
+        """Expected Q values ``[B, A]`` of this network's output ``out`` (see ``forward``)."""
         return expected_q(out, self.support if self.distributional else None)
 
     def reset_noise(self) -> None:
@@ -140,8 +143,8 @@ class Actor:
         if self.network.training:
             self.network.reset_noise()
         with autocast(device, self.autocast_dtype):
-            out = self.forward(self.network, pixels.to(device, non_blocking=True))
-            q = expected_q(out, self.network.support if self.network.distributional else None)
+            obs = pixels.to(device, non_blocking=True)
+            q = self.network.expected_q(self.forward(self.network, obs))
         action = q.argmax(dim=-1).cpu()
         if self.epsilon > 0.0:
             n = action.shape[0]
