@@ -25,6 +25,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 from torch import Tensor
 
@@ -145,6 +146,24 @@ class AgentTask(L.LightningModule):
             self.recent_returns.append(ret)
             self._pending_episodes.append((ret, length))
         return 0
+
+    def stop_if_signalled(self) -> None:
+        """Stop now if a stop signal came, for streams that collect without yielding a batch.
+
+        Lightning reads its SIGTERM flag (``trainer.received_sigterm``; SIGUSR1 arrives as a
+        SIGTERM, :class:`ife_platform.runs.SignalWatch`) only at batch ends, so a stream in
+        its warm-up (``agent.learning_starts``: 1,600 agent steps in the DER profile, 100,000
+        transitions in the Fast one) would collect on for minutes after a scheduler's
+        SIGTERM. Raising Lightning's ``SIGTERMException`` here takes the same path as a stop
+        at a batch end: checkpoint, run marked KILLED, exit 128 + signal.
+
+        Single-process runs only: under DDP the ranks agree on a stop at a batch end
+        (Lightning broadcasts rank 0's flag there), and one rank leaving alone during the
+        warm-up would leave the others waiting in their first gradient all-reduce.
+        """
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size == 1 and trainer.received_sigterm:
+            raise SIGTERMException
 
     # -- updates -----------------------------------------------------------------------------
     def guarded_step(

@@ -171,7 +171,10 @@ class ReplayStream:
             seconds = time.perf_counter() - t0
             episodes = self.store(batch)
             due = task.on_collected(Collected(batch.numel(), seconds, episodes))
-            for _ in range(due if len(self.replay) else 0):
+            due = due if len(self.replay) else 0
+            if not due:  # no batch, so no batch end where Lightning would see a stop signal
+                task.stop_if_signalled()
+            for _ in range(due):
                 task.replay_beta(self.replay)
                 yield self.replay.sample()
 

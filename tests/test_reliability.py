@@ -11,9 +11,12 @@ import os
 import pickle
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import pytest
 import torch
 from conftest import TINY, ife_command, run_ife, subprocess_env, tracking_args
@@ -213,6 +216,53 @@ def test_preemption_signal_checkpoints_marks_killed_and_exits_non_zero(
     more = [f"train.total_steps={steps + 60}", f"resume={run.info.run_id}"]
     resumed = train(compose([*args, *more]))
     assert resumed.run_id == run.info.run_id and resumed.task.env_steps == steps + 60
+    assert _client(workdir).get_run(run.info.run_id).info.status == "FINISHED"
+
+
+class _SignalDuringWarmup(L.Callback):
+    """Sends this process SIGTERM once the stream has collected ``steps`` agent steps."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.seen: tuple[int, int] | None = None  # (env_steps, updates) when it fired
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        def fire() -> None:
+            end = time.monotonic() + 120
+            while pl_module.env_steps < self.steps and time.monotonic() < end:
+                time.sleep(0.01)
+            self.seen = (int(pl_module.env_steps), int(pl_module.updates))
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=fire, daemon=True).start()
+
+
+def test_sigterm_during_the_warmup_stops_promptly_and_checkpoints(workdir: Path) -> None:
+    # Lightning looks at its SIGTERM flag only at batch ends, and the warm-up yields no batch:
+    # before the stream checked the flag itself, this run collected on to learning_starts and
+    # stopped after its first update.
+    args = _base(
+        workdir,
+        "agent.learning_starts=2000",
+        "train.total_steps=4000",
+        "trainer.steps_per_epoch=4000",
+    )
+    watch = _SignalDuringWarmup(steps=60)
+    with pytest.raises(RunInterrupted) as stop:
+        train(compose(args), callbacks=[watch])
+    assert stop.value.exit_code == 128 + signal.SIGTERM
+    assert watch.seen is not None and watch.seen[0] >= 60 and watch.seen[1] == 0
+    run = _only_run(workdir)
+    assert run.info.status == "KILLED"
+    _, ckpt = open_run_checkpoint(run.info.run_id, run_uri(workdir), workdir / "out")
+    counters = ckpt["ife"]["counters"]
+    steps = int(counters["env_steps"])
+    # stopped within a few collected steps of the signal, long before learning_starts
+    assert watch.seen[0] <= steps < watch.seen[0] + 50
+    assert int(counters["updates"]) == 0
+    more = [f"train.total_steps={steps + 40}", f"resume={run.info.run_id}"]
+    resumed = train(compose([*args, *more]))
+    assert resumed.task.env_steps == steps + 40 and resumed.task.updates == 0
     assert _client(workdir).get_run(run.info.run_id).info.status == "FINISHED"
 
 
