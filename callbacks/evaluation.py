@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from ife_platform.envs import cap_steps
-from ife_platform.evaluation import EvalResult, evaluate
+from ife_platform.evaluation import EvalResult, EvaluationStopped, evaluate
 from ife_platform.progress import GameProgress
 
 
@@ -78,8 +79,18 @@ class FinalEvaluation(L.Callback):
         self.progress = progress
         self.result: EvalResult | None = None
 
-    def play(self, pl_module: Any, episodes: int, video_path: Path | None) -> EvalResult:
-        """Evaluate the online network: ``episodes`` games, the first one to ``video_path``."""
+    def play(
+        self,
+        pl_module: Any,
+        episodes: int,
+        video_path: Path | None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> EvalResult:
+        """Evaluate the online network: ``episodes`` games, the first one to ``video_path``.
+
+        ``should_stop`` is asked before every step; True abandons the evaluation
+        (:class:`~ife_platform.evaluation.EvaluationStopped`).
+        """
         shown = None
         if self.progress:
             cap = cap_steps(self.env_kwargs["max_episode_frames"], self.env_kwargs["frame_skip"])
@@ -89,23 +100,25 @@ class FinalEvaluation(L.Callback):
                 episodes,
                 min(cap, self.max_steps) if self.max_steps else cap,
             )
-        result = evaluate(
-            pl_module.online,
-            pl_module.cfg.env.game,
-            episodes=episodes,
-            epsilon=self.epsilon,
-            seed=self.seed,
-            max_steps=self.max_steps,
-            video_path=video_path,
-            video_max_steps=self.video_max_steps,
-            env_kwargs=self.env_kwargs,
-            video_scale=self.mask_scale,
-            video_upscale=self.video_upscale,
-            progress=shown,
-        )
-        if shown is not None:
-            shown.close()
-        return result
+        try:
+            return evaluate(
+                pl_module.online,
+                pl_module.cfg.env.game,
+                episodes=episodes,
+                epsilon=self.epsilon,
+                seed=self.seed,
+                max_steps=self.max_steps,
+                video_path=video_path,
+                video_max_steps=self.video_max_steps,
+                env_kwargs=self.env_kwargs,
+                video_scale=self.mask_scale,
+                video_upscale=self.video_upscale,
+                progress=shown,
+                should_stop=should_stop,
+            )
+        finally:
+            if shown is not None:
+                shown.close()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
         if trainer.global_rank != 0 or self.episodes <= 0:
@@ -152,6 +165,13 @@ class PeriodicEvaluation(L.Callback):
     ``videos/eval_mask_step<agent step>.mp4``. Only rank 0 evaluates and logs; a resumed run
     skips the points its checkpoint had passed.
 
+    A stop signal (``trainer.received_sigterm``) abandons an evaluation at its next step, so
+    the run checkpoints and exits within the scheduler's grace period rather than after the
+    games (one can last 27,000 agent steps); nothing of it is logged. The abandoned points go
+    into the checkpoint (:meth:`state_dict`), and the resumed run plays them first, before it
+    trains on, with the weights and at the agent step they were due at: its curve is the one
+    an uninterrupted run logs.
+
     Args:
         final: the run's final evaluation (protocol, seed, video settings).
         points: agent steps to evaluate at (:func:`evaluation_points`).
@@ -167,6 +187,15 @@ class PeriodicEvaluation(L.Callback):
         self.episodes = episodes
         self.videos = videos
         self.results: list[tuple[int, EvalResult]] = []
+        self.unfinished: list[int] = []  # points whose evaluation a stop signal abandoned
+        self.unfinished_at = 0  # the agent step that evaluation was due at (its log step)
+
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        return {"unfinished": list(self.unfinished), "unfinished_at": self.unfinished_at}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
+        self.unfinished = [int(p) for p in state_dict.get("unfinished", [])]
+        self.unfinished_at = int(state_dict.get("unfinished_at", 0))
 
     def _due(self, steps: int) -> list[int]:
         """The points ``steps`` has reached that are not done yet (one evaluation plays them)."""
@@ -179,15 +208,36 @@ class PeriodicEvaluation(L.Callback):
         # checkpoint restored the counters: a resumed run's passed points are done.
         self._due(int(pl_module.env_steps))
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:  # noqa: D102
+        # A resumed run whose stop abandoned an evaluation plays it now, before any update:
+        # the weights are the checkpoint's, taken at the batch end the evaluation was due at
+        # (the stream may have collected a few steps ahead since: the step logged is the
+        # one it was due at, as in an uninterrupted run).
+        if self.unfinished:
+            self._evaluate(trainer, pl_module, self.unfinished, self.unfinished_at)
+
     def _maybe_evaluate(self, trainer: L.Trainer, pl_module: Any) -> None:
-        due = self._due(int(pl_module.env_steps))
+        steps = int(pl_module.env_steps)
+        self._evaluate(trainer, pl_module, self._due(steps), steps)
+
+    def _evaluate(self, trainer: L.Trainer, pl_module: Any, due: list[int], steps: int) -> None:
+        """Play the evaluation of the points ``due``, logged at agent step ``steps``."""
         if not due or trainer.global_rank != 0 or self.episodes <= 0:
             return
-        steps = int(pl_module.env_steps)
+        # until it ends, a stop's checkpoint records it as abandoned
+        self.unfinished, self.unfinished_at = list(due), steps
+        if trainer.received_sigterm:
+            return  # Lightning stops after this hook; the resumed run evaluates
         video = None
         if self.final.video and self.videos.intersection(due):
             video = self.final.out_dir / "videos" / f"eval_mask_step{steps:09d}.mp4"
-        result = self.final.play(pl_module, self.episodes, video)
+        try:
+            result = self.final.play(
+                pl_module, self.episodes, video, should_stop=lambda: trainer.received_sigterm
+            )
+        except EvaluationStopped:
+            return
+        self.unfinished = []
         self.results.append((steps, result))
         _log_result(trainer, result, steps)
 

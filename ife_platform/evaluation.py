@@ -114,6 +114,13 @@ class EvalResult:
         return out
 
 
+class EvaluationStopped(Exception):
+    """An evaluation was abandoned because its ``should_stop`` said so (a stop signal came).
+
+    Its partial games are not returned: an evaluation is whole or it is not logged.
+    """
+
+
 @dataclass
 class StepView:
     """What an observer of :func:`play` sees at each agent step, before the action is applied.
@@ -236,6 +243,7 @@ def play(
     max_steps: int | None = None,
     observer: Callable[[StepView], None] | None = None,
     noise: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
     """Play whole games with a network (eval mode, greedy with probability ``1 - epsilon``).
 
@@ -259,9 +267,15 @@ def play(
         noise: keep the noisy layers sampling, with fresh noise every step (as the DER actor
             explores in training). A diagnostic: the DER references (Kaixhin/Rainbow,
             Dopamine) evaluate with noise off, the default.
+        should_stop: asked before every step; when it answers True the evaluation is
+            abandoned with :class:`EvaluationStopped` (a training run's stop signal: one game
+            can last 27,000 agent steps, longer than a scheduler's grace period).
 
     Returns:
         Raw scores, lengths and truncation flags of the games, with the caps.
+
+    Raises:
+        EvaluationStopped: ``should_stop`` answered True.
     """
     policy = ActingPolicy(network)
     if env.num_actions != policy.num_actions:
@@ -293,6 +307,8 @@ def play(
                 policy.reset(1)
                 total, steps, over = 0.0, 0, False
                 while max_steps is None or steps < max_steps:
+                    if should_stop is not None and should_stop():
+                        raise EvaluationStopped(f"stopped in game {episode + 1} of {episodes}")
                     x = torch.from_numpy(obs).unsqueeze(0).to(device)
                     for m in noisy:
                         m.reset_noise(noise_gen)
@@ -353,6 +369,7 @@ def evaluate(
     video_scale: str = "uniform",
     video_upscale: int = 3,
     progress: Callable[[StepView], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
     """Play whole games with a network and optionally record the first one as a mask video.
 
@@ -379,6 +396,11 @@ def evaluate(
             ``"minmax"`` (per frame; :func:`~ife_platform.video.mask_intensity`).
         video_upscale: integer upscaling factor of the video frames.
         progress: also called at every step (a progress display; it only observes).
+        should_stop: asked before every step; True abandons the evaluation (see :func:`play`;
+            no video is written).
+
+    Raises:
+        EvaluationStopped: ``should_stop`` answered True.
     """
     env = AtariEvalEnv(game, seed=seed, **(env_kwargs or {}))
     extractor = network.extractor
@@ -414,6 +436,7 @@ def evaluate(
         max_steps=max_steps,
         observer=observe,
         noise=noise,
+        should_stop=should_stop,
     )
     if recorder is not None and len(recorder):
         result.video_path = recorder.write(video_path)

@@ -458,7 +458,9 @@ def _fit(
         keep=cfg.trainer.keep_checkpoints,
     )
     parts["checkpoints"] = checkpoints
-    all_callbacks = [checkpoints, DDPWeightCheck(), periodic, final, *callbacks]
+    # The periodic evaluation runs before the checkpoint of the same batch end, so a checkpoint
+    # holds whether that evaluation ended or a stop abandoned it (resumed runs replay it).
+    all_callbacks = [periodic, checkpoints, DDPWeightCheck(), final, *callbacks]
     if agent_spec(cfg.agent.name).family == "rainbow":
         # (actor-critic tasks size their own: one thread per actor, the rest to the learner)
         from ife_platform.callbacks.threads import ThreadShare

@@ -266,6 +266,65 @@ def test_sigterm_during_the_warmup_stops_promptly_and_checkpoints(workdir: Path)
     assert _client(workdir).get_run(run.info.run_id).info.status == "FINISHED"
 
 
+class _SignalDuringEvaluation(L.Callback):
+    """Sends this process SIGTERM a moment after a periodic evaluation has begun."""
+
+    def __init__(self) -> None:
+        self.fired_at: int | None = None  # env_steps when it fired
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        def fire() -> None:
+            end = time.monotonic() + 180
+            # the evaluation puts the online network in eval mode; training keeps it in train
+            while pl_module.online.training and time.monotonic() < end:
+                time.sleep(0.005)
+            time.sleep(0.2)  # well inside the evaluation's 1,500 steps
+            self.fired_at = int(pl_module.env_steps)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=fire, daemon=True).start()
+
+
+def test_sigterm_during_a_periodic_evaluation_stops_it_and_the_resumed_run_replays_it(
+    workdir: Path,
+) -> None:
+    # Before, the evaluation played its games to the end (up to 27,000 agent steps each in
+    # the protocol) after the signal, logged them, and only then stopped.
+    evaluating = [
+        "tracking.eval_every=120",  # one point: 120 (of 240)
+        "tracking.eval_every_episodes=1",
+        "tracking.eval_max_steps=1500",  # an untrained Breakout agent plays to this cap
+        "trainer.checkpoint_every=120",  # a checkpoint at the same batch end as the point
+    ]
+    stopped, straight = workdir / "stopped", workdir / "straight"
+    args = _base(stopped, *evaluating)
+    watch = _SignalDuringEvaluation()
+    with pytest.raises(RunInterrupted) as stop:
+        train(compose(args), callbacks=[watch])
+    assert stop.value.exit_code == 128 + signal.SIGTERM and watch.fired_at is not None
+    run = _only_run(stopped)
+    assert run.info.status == "KILLED"
+    client = _client(stopped)
+    assert client.get_metric_history(run.info.run_id, "eval/return_mean") == []  # abandoned
+    _, ckpt = open_run_checkpoint(run.info.run_id, run_uri(stopped), stopped / "out")
+    steps = int(ckpt["ife"]["counters"]["env_steps"])
+    assert 120 <= steps == watch.fired_at < 240
+    (state,) = [v for k, v in ckpt["callbacks"].items() if "PeriodicEvaluation" in k]
+    assert state == {"unfinished": [120], "unfinished_at": steps}
+    resumed = train(compose([*args, f"resume={run.info.run_id}"]))
+    assert resumed.task.env_steps == 240
+    # The resumed run played the abandoned evaluation first, from the checkpoint's weights at
+    # its agent step: what an uninterrupted run of the same seed logs.
+    reference = train(compose(_base(straight, *evaluating)))
+    for key in ("eval/return_mean", "eval/length_mean"):
+        got = [(m.step, m.value) for m in client.get_metric_history(resumed.run_id, key)]
+        want = [
+            (m.step, m.value) for m in _client(straight).get_metric_history(reference.run_id, key)
+        ]
+        assert got == want and len(got) == 1 and got[0][0] == steps, (key, got, want)
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
 def run_uri(workdir: Path) -> str:
     return f"sqlite:///{workdir / 'mlflow.db'}"
 
