@@ -7,7 +7,7 @@ from typing import Any
 
 import lightning as L
 
-from ife_platform.evaluation import EvalResult
+from ife_platform.evaluation import EvalResult, EvaluationStopped
 
 
 class SequenceEvaluation(L.Callback):
@@ -21,11 +21,18 @@ class SequenceEvaluation(L.Callback):
     steps) and to ``on_result`` (the runner's learning curves). The evaluation uses a copy of
     the network in eval mode and its own seeded emulators: training is not perturbed.
 
+    A stop signal (``trainer.received_sigterm``) abandons an evaluation at its next step and
+    nothing of it is logged, so the task stops within a scheduler's grace period. Nothing
+    needs to be kept for the resume: a resumed sequence trains an unfinished task again
+    from its start.
+
     Args:
         every: agent steps between evaluations.
         end: the task's budget (no evaluation at or after it).
         offset: sequence-wide agent steps before this task.
-        evaluate: ``network -> {game: EvalResult}`` (the runner's parallel evaluation).
+        evaluate: ``(network, should_stop) -> {game: EvalResult}`` (the runner's parallel
+            evaluation; ``should_stop`` is asked before every step and True raises
+            ``EvaluationStopped``).
         on_result: ``(sequence step, results, seconds)`` sink.
     """
 
@@ -34,7 +41,7 @@ class SequenceEvaluation(L.Callback):
         every: int,
         end: int,
         offset: int,
-        evaluate: Callable[[Any], dict[str, EvalResult]],
+        evaluate: Callable[..., dict[str, EvalResult]],
         on_result: Callable[[int, dict[str, EvalResult], float], None],
     ) -> None:
         self.every = every
@@ -46,14 +53,17 @@ class SequenceEvaluation(L.Callback):
 
     def _maybe_evaluate(self, trainer: L.Trainer, pl_module: Any) -> None:
         steps = int(pl_module.env_steps)
-        if steps < self.next_at or self.next_at >= self.end:
+        if steps < self.next_at or self.next_at >= self.end or trainer.received_sigterm:
             return
         while self.next_at <= steps:
             self.next_at += self.every
         import time
 
         t0 = time.perf_counter()
-        results = self.evaluate(pl_module.online)
+        try:
+            results = self.evaluate(pl_module.online, should_stop=lambda: trainer.received_sigterm)
+        except EvaluationStopped:
+            return  # Lightning stops after this hook
         seconds = time.perf_counter() - t0
         step = self.offset + steps
         if trainer.global_rank == 0 and trainer.logger is not None:

@@ -456,6 +456,7 @@ def evaluate_parallel(
     seed: int = 0,
     env_kwargs: dict | None = None,
     act: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
     """Play ``episodes`` whole games at once in one vector env (batched forwards).
 
@@ -479,6 +480,11 @@ def evaluate_parallel(
         env_kwargs: protocol settings (the keys of :class:`AtariEvalEnv`,
             :func:`~ife_platform.envs.eval_env_kwargs`).
         act: optional ``obs -> actions`` override (default: greedy on the network's scores).
+        should_stop: asked before every vector step; True abandons the evaluation (see
+            :func:`play`).
+
+    Raises:
+        EvaluationStopped: ``should_stop`` answered True.
     """
     from ife_platform.envs import AtariVecEnv
 
@@ -508,6 +514,8 @@ def evaluate_parallel(
             policy.reset(episodes)
             steps = 0
             while running.any():
+                if should_stop is not None and should_stop():
+                    raise EvaluationStopped(f"stopped at step {steps} of {episodes} games")
                 if max_steps is not None and steps >= max_steps:
                     truncated |= running  # cut by the step cap
                     break

@@ -87,8 +87,17 @@ class ContinualAgent(Protocol):
         (load weights, swap heads, apply the transfer mode, sync the target).
         """
 
-    def evaluate(self, network: nn.Module, game: str, cfg: DictConfig) -> EvalResult:
-        """Raw scores of ``cfg.sequence.eval_episodes`` games played in parallel envs."""
+    def evaluate(
+        self,
+        network: nn.Module,
+        game: str,
+        cfg: DictConfig,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> EvalResult:
+        """Raw scores of ``cfg.sequence.eval_episodes`` games played in parallel envs.
+
+        ``should_stop`` (asked before every step) abandons it with ``EvaluationStopped``.
+        """
 
 
 class RegistryContinual:
@@ -140,11 +149,18 @@ class RegistryContinual:
         if replay is not None:
             task.replay = replay
 
-    def evaluate(self, network: nn.Module, game: str, cfg: DictConfig) -> EvalResult:
+    def evaluate(
+        self,
+        network: nn.Module,
+        game: str,
+        cfg: DictConfig,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> EvalResult:
         """``sequence.eval_episodes`` games in parallel, capped at ``sequence.eval_max_steps``.
 
         The step cap comes on top of the protocol's episode cap (``env.max_episode_frames``);
         the result marks the games either cap ended (:func:`eval_cap`, the report's note).
+        ``should_stop`` abandons it (``EvaluationStopped``; a training task's stop signal).
         """
         q = cfg.sequence
         return evaluate_parallel(
@@ -155,6 +171,7 @@ class RegistryContinual:
             epsilon=cfg.agent.eval_epsilon,
             seed=cfg.seed + 777,
             env_kwargs=eval_env_kwargs(cfg),
+            should_stop=should_stop,
         )
 
 
@@ -261,10 +278,15 @@ class SequenceRunner:
             T.swap_head(net, copy.deepcopy(self.heads), game)
         return net
 
-    def evaluate_all(self, network: nn.Module) -> dict[str, EvalResult]:
-        """Every game of the sequence (each in its own parallel vector env)."""
+    def evaluate_all(
+        self, network: nn.Module, should_stop: Callable[[], bool] | None = None
+    ) -> dict[str, EvalResult]:
+        """Every game of the sequence (each in its own parallel vector env).
+
+        ``should_stop`` abandons it (``EvaluationStopped``; the task's stop signal).
+        """
         return {
-            g: self.agent.evaluate(self._with_head(network, g), g, self.cfg)
+            g: self.agent.evaluate(self._with_head(network, g), g, self.cfg, should_stop)
             for g in dict.fromkeys(self.games)
         }
 
@@ -415,7 +437,7 @@ class SequenceRunner:
             if self.heads is not None:
                 self.heads.load_state_dict(snap["heads"])
             print(f"resuming after task {done - 1} ({self.games[done - 1]})")
-        else:
+        elif not self.progress["raw_R"]:  # row 0, before any training (a stop in task 0 has it)
             self._finish_row(network, client, parent, out, step=0, t_start=t_start)
 
         try:
@@ -503,15 +525,17 @@ class SequenceRunner:
 
     def _reference_hooks(
         self, game: str, curve: dict[str, list]
-    ) -> tuple[Callable[..., None], Callable[[nn.Module], dict[str, EvalResult]]]:
+    ) -> tuple[Callable[..., None], Callable[..., dict[str, EvalResult]]]:
         def record(step: int, results: dict[str, EvalResult], seconds: float) -> None:
             curve["steps"].append(step)
             curve["returns"].append(results[game].mean_return)
             self._count_truncated(results.values())
             self.progress["eval_seconds"] += seconds
 
-        def evaluate_one(network: nn.Module) -> dict[str, EvalResult]:
-            return {game: self.agent.evaluate(network, game, self.cfg)}
+        def evaluate_one(
+            network: nn.Module, should_stop: Callable[[], bool] | None = None
+        ) -> dict[str, EvalResult]:
+            return {game: self.agent.evaluate(network, game, self.cfg, should_stop)}
 
         return record, evaluate_one
 

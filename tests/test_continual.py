@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from ife_platform.cli import main
 from ife_platform.config import ConfigError, compose
+from ife_platform.evaluation import EvaluationStopped
+from ife_platform.runs import RunInterrupted
 from ife_platform.sequences import RegistryContinual, SequenceRunner, preflight
 
 pytestmark = pytest.mark.slow
@@ -109,6 +114,64 @@ def test_two_task_sequence_stops_and_resumes_without_retraining(workdir: Path) -
     # the report rebuilds from logged data alone (no local files)
     (workdir / "out" / pid / "progress.json").unlink()
     assert main(["continual-report", pid, *tracking_args(workdir)]) == 0
+
+
+class SignalDuringEvaluation(RegistryContinual):
+    """Sends this process SIGTERM 0.2 s into the first evaluation made during training."""
+
+    def __init__(self) -> None:
+        self.training = False
+        self.fired = False
+        self.abandoned = 0  # evaluations that ended in EvaluationStopped
+
+    def train_task(self, cfg, **kwargs):  # noqa: D102
+        self.training = True
+        try:
+            return super().train_task(cfg, **kwargs)
+        finally:
+            self.training = False
+
+    def evaluate(self, network, game, cfg, should_stop=None):  # noqa: D102
+        if self.training and not self.fired:
+            self.fired = True
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        try:
+            return super().evaluate(network, game, cfg, should_stop)
+        except EvaluationStopped:
+            self.abandoned += 1
+            raise
+
+
+def test_sigterm_during_a_sequence_evaluation_abandons_it_and_the_task_resumes(
+    workdir: Path,
+) -> None:
+    # Before, the evaluation of every game played on to its end after the signal (here 2
+    # games of up to 1,500 steps), was logged, and only then did the task stop.
+    args = [
+        *TINY,
+        *tracking_args(workdir),
+        *SEQ,
+        "sequence.games=[pong]",
+        "sequence.eval_episodes=2",
+        "sequence.eval_max_steps=1500",
+        "sequence.alignment_steps=0",
+    ]
+    agent = SignalDuringEvaluation()
+    with pytest.raises(RunInterrupted):
+        SequenceRunner(compose(args), agent=agent).run()
+    assert agent.fired and agent.abandoned == 1
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ife").experiment_id
+    (parent,) = client.search_runs([exp], "tags.`ife.kind` = 'sequence'")
+    assert parent.info.status == "KILLED"
+    (task,) = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert task.info.status == "KILLED"
+    assert client.get_metric_history(task.info.run_id, "eval/pong/return_mean") == []
+    # the resumed sequence trains the task again, evaluations included, and finishes
+    SequenceRunner(compose(args)).run(resume=parent.info.run_id)
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    progress = json.loads((workdir / "out" / parent.info.run_id / "progress.json").read_text())
+    assert progress["curves"]["steps"] == [0, 120, 240]
 
 
 def test_sequence_config_errors_fail_before_work(workdir: Path, capsys) -> None:
