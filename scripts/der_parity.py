@@ -9,7 +9,9 @@ Two steps, so results gathered on different machines and sessions add up:
 ``export`` writes one small CSV per run (``episode/return`` against agent steps, plus the
 importance-weight and priority logs), one row per run to ``runs.csv`` (game, seed,
 extractor, weight normalisation, final evaluation) and the run's record as ``ife report``
-reads it (``<name>.run.json``: ``ife report docs/results/data/der_*_blank.run.json``).
+reads it (``<name>.run.json``: ``ife report docs/results/data/der_*_blank.run.json``);
+``--as STEM ...`` names the files of runs whose names are no file names (a sweep trial's
+``sweep/game=...-seed=...``).
 ``record-from-csv NAME`` writes that record from ``runs.csv`` for runs exported before
 records existed, whose store is gone. ``report`` reads only those files: it
 draws the learning curves beside DER's published 100k score and prints the markdown table
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +50,22 @@ RUN_FIELDS = [
 CURVE_KEYS = ["train/is_weight_mean", "train/priority_min", "train/loss_ce", "train/loss"]
 
 
-def export(tracking_uri: str, names: list[str], out: Path) -> None:
-    """Write ``out/<run>.csv``, ``out/<run>_train.csv`` and upsert rows of ``out/runs.csv``."""
+def export(tracking_uri: str, names: list[str], out: Path, stems: list[str] | None = None) -> None:
+    """Write ``out/<stem>.csv``, ``out/<stem>_train.csv`` and upsert rows of ``out/runs.csv``.
+
+    ``stems`` name the files and the ``runs.csv`` rows, one per run (default: the run names).
+    A sweep trial's run name (``sweep/game=...-seed=...``) is no file name, so it needs one.
+    """
     from mlflow.tracking import MlflowClient
 
+    stems = list(names) if stems is None else stems
+    if len(stems) != len(names):
+        raise SystemExit(f"--as gives {len(stems)} names for {len(names)} runs")
+    bad = [s for s in stems if not re.fullmatch(r"[A-Za-z0-9_.-]+", s)]
+    if bad:
+        raise SystemExit(
+            f"not a file name (letters, digits, _ . - only): {', '.join(bad)}; use --as"
+        )
     client = MlflowClient(tracking_uri)
     out.mkdir(parents=True, exist_ok=True)
     index = out / "runs.csv"
@@ -59,14 +74,14 @@ def export(tracking_uri: str, names: list[str], out: Path) -> None:
         with index.open() as f:
             rows = {r["run_name"]: r for r in csv.DictReader(f)}
     experiments = [e.experiment_id for e in client.search_experiments()]
-    for name in names:
+    for name, stem in zip(names, stems, strict=True):
         found = client.search_runs(experiments, f"tags.mlflow.runName = '{name}'")
         if not found:
             raise SystemExit(f"no run named {name!r} in {tracking_uri}")
         run = found[0]
         rid, params, metrics = run.info.run_id, run.data.params, run.data.metrics
         episodes = client.get_metric_history(rid, "episode/return")
-        with (out / f"{name}.csv").open("w", newline="") as f:
+        with (out / f"{stem}.csv").open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["step", "return"])
             w.writerows((m.step, m.value) for m in sorted(episodes, key=lambda m: m.step))
@@ -74,13 +89,13 @@ def export(tracking_uri: str, names: list[str], out: Path) -> None:
             k: {m.step: m.value for m in client.get_metric_history(rid, k)} for k in CURVE_KEYS
         }
         steps = sorted(set().union(*[set(v) for v in train.values()]))
-        with (out / f"{name}_train.csv").open("w", newline="") as f:
+        with (out / f"{stem}_train.csv").open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["step", *CURVE_KEYS])
             w.writerows([s, *(train[k].get(s, "") for k in CURVE_KEYS)] for s in steps)
         end = run.info.end_time or run.info.start_time
-        rows[name] = {
-            "run_name": name,
+        rows[stem] = {
+            "run_name": stem,
             "run_id": rid,
             "game": params["env.game"],
             "seed": params["seed"],
@@ -96,7 +111,7 @@ def export(tracking_uri: str, names: list[str], out: Path) -> None:
             "wall_minutes": f"{(end - run.info.start_time) / 60000:.1f}",
         }
         # the run as `ife report` reads it, so reports can add it up without the store
-        save_rows(collect_runs(client, [rid], "")[0], out / f"{name}.run.json")
+        save_rows(collect_runs(client, [rid], "")[0], out / f"{stem}.run.json")
     with index.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=RUN_FIELDS)
         w.writeheader()
@@ -319,6 +334,9 @@ def main() -> None:
     ex.add_argument("--tracking-uri", required=True)
     ex.add_argument("--out", type=Path, default=Path("docs/results/data"))
     ex.add_argument("names", nargs="+", help="MLflow run names")
+    ex.add_argument(
+        "--as", dest="stems", nargs="+", default=None, help="file names for the runs, in order"
+    )
     rep = sub.add_parser("report", help="learning-curve PNG and markdown table")
     rep.add_argument("--data", type=Path, default=Path("docs/results/data"))
     rep.add_argument("--png", type=Path, default=None)
@@ -335,7 +353,7 @@ def main() -> None:
     ev.add_argument("name", help="MLflow run name")
     args = parser.parse_args()
     if args.command == "export":
-        export(args.tracking_uri, args.names, args.out)
+        export(args.tracking_uri, args.names, args.out, args.stems)
     elif args.command == "record-from-csv":
         for path in record_from_csv(args.data, args.names):
             print(path)

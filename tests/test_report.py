@@ -329,3 +329,41 @@ def test_records_rebuilt_from_an_exported_runs_csv(tmp_path: Path) -> None:
     assert any("2 runs carry no record of their evaluation cap" in n for n in result.notes)
     proc = subprocess.run([*cmd, "der_alien_s9"], capture_output=True, text=True)
     assert proc.returncode != 0 and "not in" in proc.stderr and "der_alien_s9" in proc.stderr
+
+
+def test_export_names_a_sweep_trial_by_its_file_stem(tmp_path: Path) -> None:
+    """scripts/der_parity.py export --as: a trial (run name with '/' and '=') gets its files."""
+    import subprocess
+    import sys
+
+    from ife_platform.report import load_rows
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("ife")
+    name = "der-parity-extractors/game=alien-seed=1-extractor=ife"
+    run = client.create_run(exp, run_name=name).info.run_id
+    params = {"env.game": "alien", "seed": 1, "model.extractor": "ife", "agent.name": "rainbow_der"}
+    for k, v in {**params, "env.protocol": "atari100k", "train.total_steps": 100_000}.items():
+        client.log_param(run, k, v)
+    for step, ret in [(900, 210.0), (2_400, 340.0)]:
+        client.log_metric(run, "episode/return", ret, step=step)
+    client.log_metric(run, "train/loss", 3.5, step=2_000)
+    client.log_metric(run, "eval/return_mean", 812.5)
+    client.log_metric(run, "eval/return_std", 40.0)
+    client.log_metric(run, "eval/episodes", 30)
+    client.set_terminated(run)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "der_parity.py"
+    cmd = [sys.executable, str(script), "export", "--tracking-uri", uri, "--out", str(tmp_path)]
+    proc = subprocess.run([*cmd, name], capture_output=True, text=True)
+    assert proc.returncode != 0 and "use --as" in proc.stderr  # the name is no file name
+    assert not (tmp_path / "runs.csv").exists()  # nothing written
+    subprocess.run([*cmd, name, "--as", "ife_alien_s1"], check=True, capture_output=True)
+    curve = np.loadtxt(tmp_path / "ife_alien_s1.csv", delimiter=",", skiprows=1, ndmin=2)
+    assert curve.tolist() == [[900.0, 210.0], [2_400.0, 340.0]]
+    with (tmp_path / "runs.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row["run_name"], row["run_id"], row["extractor"]) == ("ife_alien_s1", run, "ife")
+    assert (row["eval_return_mean"], row["eval_episodes"]) == ("812.5", "30")
+    (record,) = load_rows(tmp_path / "ife_alien_s1.run.json")
+    assert (record.run_id, record.game, record.seed, record.score) == (run, "alien", 1, 812.5)
